@@ -1,0 +1,1 @@
+"""dualtune's benchmarks (``make bench``); results go to docs/benchmarks.md."""

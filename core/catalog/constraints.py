@@ -1,0 +1,53 @@
+"""Constraint kinds: what is constrained, and how many multipliers it needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ConstraintKindInfo:
+    name: str
+    summary: str
+    multipliers: str
+    """One multiplier per what (sample, group, class, layer)."""
+    needs_classification: bool = False
+    needs_group_attribute: bool = False
+    allows_equality: bool = False
+
+
+CONSTRAINT_KINDS: dict[str, ConstraintKindInfo] = {
+    k.name: k
+    for k in (
+        ConstraintKindInfo(
+            "sample_loss",
+            "every training sample's loss: ℓ_i(θ) ≤ ε (Feasible Learning)",
+            "one per training sample",
+        ),
+        ConstraintKindInfo(
+            "group_rate",
+            "per-group positive rate − overall rate = 0, or |·| ≤ ε (demographic parity)",
+            "one per group (two per group for |·| ≤ ε)",
+            needs_classification=True,
+            needs_group_attribute=True,
+            allows_equality=True,
+        ),
+        ConstraintKindInfo(
+            "class_loss",
+            "per-class mean loss ≤ ε (or = ε)",
+            "one per class",
+            needs_classification=True,
+            allows_equality=True,
+        ),
+        ConstraintKindInfo(
+            "weight_norm",
+            "per-layer squared Frobenius norm ‖W_l‖²_F ≤ ε",
+            "one per weight matrix",
+        ),
+        ConstraintKindInfo(
+            "orthogonality",
+            "per-layer ‖W_l W_lᵀ − I‖_F ≤ ε (Gram of the smaller side)",
+            "one per weight matrix",
+        ),
+    )
+}

@@ -1,0 +1,1 @@
+"""The training engine: multipliers, dual optimizers, methods, constraint kinds, the trainer."""

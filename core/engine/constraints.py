@@ -1,0 +1,221 @@
+"""Constraint kinds: turn a model's outputs into constraint values g_j(θ).
+
+Each kind says how many constraints (and multipliers) it has, what it observes on a
+training batch (differentiable, with the multiplier indices it touches), what the full
+constraint vector is on a data split (for metrics), and what the objective is next to it.
+
+* ``sample_loss``   g_i = ℓ_i(θ) (or the task's own g_i), one per training sample.
+* ``group_rate``    h_g = r_g − r: soft positive rate of group g minus the overall rate,
+                    r = mean σ(τ(p − ½)) as in the statistical-equality code (τ = 8). With
+                    ``equality`` the constraints are h_g = 0; otherwise |h_g| ≤ ε as the two
+                    inequalities h_g ≤ ε and −h_g ≤ ε (2G multipliers). Metrics use the hard
+                    rates (share of predictions of class 1).
+* ``class_loss``    g_k = mean loss of class k, one per class (only classes in the batch
+                    are observed).
+* ``weight_norm``   g_l = ‖W_l‖²_F, one per weight matrix (parameters with ≥ 2 dims).
+* ``orthogonality`` g_l = ‖W_l W_lᵀ − I‖_F with W_l reshaped to (out, −1) and the Gram of
+                    its smaller side, so a non-square layer can be feasible at ε = 0.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from core.engine.observation import ConstraintBatch
+from core.tasks.base import Split, Task
+
+
+@dataclass(frozen=True)
+class Batch:
+    x: Tensor
+    y: Tensor
+    index: Tensor
+    """Sample indices into the training split."""
+    groups: dict[str, Tensor] = field(default_factory=dict)
+
+
+class ConstraintKind(ABC):
+    """How a constraint kind evaluates; see the module docstring for each kind's g."""
+
+    equality: bool = False
+    uses_epsilon: bool = True
+
+    @abstractmethod
+    def num_constraints(self) -> int: ...
+
+    @abstractmethod
+    def observe(
+        self, task: Task, model: nn.Module, output: Tensor, batch: Batch
+    ) -> ConstraintBatch:
+        """The constraints observed on a training batch (differentiable)."""
+
+    @abstractmethod
+    def evaluate(self, task: Task, model: nn.Module, output: Tensor, split: Split) -> Tensor:
+        """All constraint values on a whole split (for metrics; no gradients needed)."""
+
+    def objective(self, task: Task, model: nn.Module, losses: Tensor) -> Tensor:
+        """What constrained methods minimise next to the constraints: the mean loss."""
+        del task, model
+        return losses.mean()
+
+    @property
+    def tolerance(self) -> float:
+        """How close an equality must be to count as satisfied in the metrics."""
+        return 0.0
+
+
+class SampleLoss(ConstraintKind):
+    """ℓ_i(θ) ≤ ε for every training sample (Feasible Learning)."""
+
+    def __init__(self, num_train: int) -> None:
+        self._n = num_train
+
+    def num_constraints(self) -> int:
+        return self._n
+
+    def observe(
+        self, task: Task, model: nn.Module, output: Tensor, batch: Batch
+    ) -> ConstraintBatch:
+        return ConstraintBatch(task.sample_constraint(output, batch.y), batch.index)
+
+    def evaluate(self, task: Task, model: nn.Module, output: Tensor, split: Split) -> Tensor:
+        return task.sample_constraint(output, split.y)
+
+    def objective(self, task: Task, model: nn.Module, losses: Tensor) -> Tensor:
+        """Feasible Learning has no objective (0) unless the task defines one."""
+        own = task.objective(model)
+        return own if own is not None else losses.new_zeros(())
+
+
+def _group_means(values: Tensor, groups: Tensor, num_groups: int) -> tuple[Tensor, Tensor]:
+    """Per-group means of ``values`` and the mask of groups with at least one sample."""
+    counts = torch.bincount(groups, minlength=num_groups).to(values.dtype)
+    sums = torch.zeros(num_groups, dtype=values.dtype, device=values.device)
+    sums = sums.index_add(0, groups, values)
+    present = counts > 0
+    return sums / counts.clamp_min(1.0), present
+
+
+class GroupRate(ConstraintKind):
+    """Demographic parity: r_g − r = 0 or |r_g − r| ≤ ε for each group g of an attribute."""
+
+    def __init__(
+        self,
+        attribute: str,
+        num_groups: int,
+        *,
+        equality: bool,
+        temperature: float,
+        tolerance: float,
+    ) -> None:
+        self.attribute = attribute
+        self.num_groups = num_groups
+        self.equality = equality
+        self.uses_epsilon = not equality
+        self.temperature = temperature
+        self._tolerance = tolerance
+
+    @property
+    def tolerance(self) -> float:
+        return self._tolerance
+
+    def num_constraints(self) -> int:
+        return self.num_groups if self.equality else 2 * self.num_groups
+
+    def _gaps(self, rates_of: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
+        group_rates, present = _group_means(rates_of, groups, self.num_groups)
+        return group_rates - rates_of.mean(), present
+
+    def _expand(self, gaps: Tensor) -> Tensor:
+        return gaps if self.equality else torch.cat([gaps, -gaps])
+
+    def observe(
+        self, task: Task, model: nn.Module, output: Tensor, batch: Batch
+    ) -> ConstraintBatch:
+        soft = torch.sigmoid(self.temperature * (task.positive_score(output) - 0.5))
+        gaps, present = self._gaps(soft, batch.groups[self.attribute])
+        observed = torch.nonzero(present).flatten()
+        if not self.equality:
+            observed = torch.cat([observed, observed + self.num_groups])
+        return ConstraintBatch(self._expand(gaps).index_select(0, observed), observed)
+
+    def evaluate(self, task: Task, model: nn.Module, output: Tensor, split: Split) -> Tensor:
+        hard = (task.predictions(output) == 1).to(output.dtype)
+        gaps, present = self._gaps(hard, split.groups[self.attribute])
+        return self._expand(gaps[present])
+
+
+class ClassLoss(ConstraintKind):
+    """Per-class mean loss ≤ ε (or = ε)."""
+
+    def __init__(self, num_classes: int, *, equality: bool, tolerance: float) -> None:
+        self.num_classes = num_classes
+        self.equality = equality
+        self._tolerance = tolerance
+
+    @property
+    def tolerance(self) -> float:
+        return self._tolerance
+
+    def num_constraints(self) -> int:
+        return self.num_classes
+
+    def observe(
+        self, task: Task, model: nn.Module, output: Tensor, batch: Batch
+    ) -> ConstraintBatch:
+        losses = task.per_sample_loss(output, batch.y)
+        means, present = _group_means(losses, batch.y.long(), self.num_classes)
+        observed = torch.nonzero(present).flatten()
+        return ConstraintBatch(means.index_select(0, observed), observed)
+
+    def evaluate(self, task: Task, model: nn.Module, output: Tensor, split: Split) -> Tensor:
+        means, present = _group_means(
+            task.per_sample_loss(output, split.y), split.y.long(), self.num_classes
+        )
+        return means[present]
+
+
+def weight_matrices(model: nn.Module) -> list[Tensor]:
+    """The parameters with two or more dimensions (linear and conv weights), in order."""
+    return [p for p in model.parameters() if p.ndim >= 2]
+
+
+class WeightNorm(ConstraintKind):
+    """‖W_l‖²_F ≤ ε for each weight matrix."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._m = len(weight_matrices(model))
+
+    def num_constraints(self) -> int:
+        return self._m
+
+    def _values(self, model: nn.Module) -> Tensor:
+        return torch.stack([w.pow(2).sum() for w in weight_matrices(model)])
+
+    def observe(
+        self, task: Task, model: nn.Module, output: Tensor, batch: Batch
+    ) -> ConstraintBatch:
+        return ConstraintBatch(self._values(model))
+
+    def evaluate(self, task: Task, model: nn.Module, output: Tensor, split: Split) -> Tensor:
+        return self._values(model)
+
+
+def gram_defect(weight: Tensor) -> Tensor:
+    """‖G − I‖_F with G the Gram matrix of the smaller side of W reshaped to (out, −1)."""
+    w = weight.reshape(weight.shape[0], -1)
+    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    defect: Tensor = torch.linalg.matrix_norm(gram - eye)
+    return defect
+
+
+class Orthogonality(WeightNorm):
+    """‖W_l W_lᵀ − I‖_F ≤ ε for each weight matrix (Gram of the smaller side)."""
+
+    def _values(self, model: nn.Module) -> Tensor:
+        return torch.stack([gram_defect(w) for w in weight_matrices(model)])

@@ -1,0 +1,250 @@
+"""Methods: the primal loss each minimises and the dual error each ascends on.
+
+Notation: d = g − ε (the defect of each observed constraint; g ≤ ε or h = ε), λ the
+multipliers of the observed constraints, v(d) = [d]₊ for inequalities and |d| for
+equalities. Per-constraint terms are **summed** (as in the Feasible Learning code): for
+per-sample constraints the primal Lagrangian is Σ_{i∈B} λ_i (ℓ_i − ε), not a batch mean.
+The dual error e is what the dual optimizer (GA or νPI) ascends on: λ ← Π[λ + η e].
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from core.engine.observation import Observation
+
+
+class Method(ABC):
+    """A way of training under constraints.
+
+    Args:
+        epsilon: the constraint level ε.
+        equality: whether the constraints are equalities h = ε.
+    """
+
+    name: ClassVar[str]
+    uses_multipliers: ClassVar[bool] = True
+
+    def __init__(self, *, epsilon: float = 0.0, equality: bool = False) -> None:
+        self.epsilon = float(epsilon)
+        self.equality = equality
+
+    # -- helpers shared by the methods
+    def defect(self, values: Tensor) -> Tensor:
+        """d = g − ε."""
+        return values - self.epsilon
+
+    def violation(self, values: Tensor) -> Tensor:
+        """v = [g − ε]₊ (inequality) or |h − ε| (equality)."""
+        d = self.defect(values)
+        return d.abs() if self.equality else d.clamp_min(0.0)
+
+    def primal_loss(self, obs: Observation, lam: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def dual_error(self, defect: Tensor, lam: Tensor) -> Tensor | None:
+        """The dual error e at the observed constraints; ``None`` skips the dual step."""
+        del lam
+        return defect
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
+
+
+class ERM(Method):
+    """min_θ mean_i ℓ_i(θ); constraints are ignored (but still measured)."""
+
+    name = "erm"
+    uses_multipliers = False
+
+    def primal_loss(self, obs: Observation, lam: Tensor | None) -> Tensor:
+        return obs.erm_loss
+
+
+class Penalty(Method):
+    """min_θ f(θ) + c · Σ_j v_j(θ), a fixed penalty coefficient c ≥ 0."""
+
+    name = "penalty"
+    uses_multipliers = False
+
+    def __init__(self, *, penalty: float, epsilon: float = 0.0, equality: bool = False) -> None:
+        super().__init__(epsilon=epsilon, equality=equality)
+        if penalty < 0:
+            raise ValueError(f"penalty coefficient must be ≥ 0, got {penalty}")
+        self.penalty = float(penalty)
+
+    def primal_loss(self, obs: Observation, lam: Tensor | None) -> Tensor:
+        return obs.objective + self.penalty * self.violation(obs.constraint.values).sum()
+
+
+class CSERM(Method):
+    """Clamped squared ERM: min_θ f(θ) + mean_i [ℓ_i(θ) − ε]₊² (Feasible Learning baseline)."""
+
+    name = "cserm"
+    uses_multipliers = False
+
+    def primal_loss(self, obs: Observation, lam: Tensor | None) -> Tensor:
+        return obs.objective + self.violation(obs.constraint.values).pow(2).mean()
+
+
+class FL(Method):
+    """Lagrangian gradient descent-ascent (Feasible Learning when f = 0).
+
+    primal: min_θ f(θ) + Σ_j λ_j (g_j(θ) − ε);   dual error: e = g − ε.
+    """
+
+    name = "fl"
+
+    def primal_loss(self, obs: Observation, lam: Tensor | None) -> Tensor:
+        assert lam is not None
+        return obs.objective + torch.dot(
+            lam.to(obs.constraint.values.dtype), self.defect(obs.constraint.values)
+        )
+
+
+class RFL(FL):
+    """Resilient FL: slack u ≥ 0 with cost α‖u‖²/2, eliminated (u* = λ/α).
+
+    primal: as FL;   dual error: e = g − ε − λ/α, so λ_i → α[g_i − ε]₊ at a fixed point.
+    """
+
+    name = "rfl"
+
+    def __init__(self, *, alpha: float, epsilon: float = 0.0, equality: bool = False) -> None:
+        super().__init__(epsilon=epsilon, equality=equality)
+        if not alpha > 0:
+            raise ValueError(f"RFL slack cost alpha must be > 0, got {alpha}")
+        self.alpha = float(alpha)
+
+    def dual_error(self, defect: Tensor, lam: Tensor) -> Tensor | None:
+        return defect - lam / self.alpha
+
+
+def augmented_terms(defect: Tensor, lam: Tensor, rho: float | Tensor, *, equality: bool) -> Tensor:
+    """Σ_j ψ(d_j, λ_j, ρ), the augmented-Lagrangian constraint terms.
+
+    equality:   ψ = λd + (ρ/2)d²
+    inequality: ψ = (1/(2ρ))([λ + ρd]₊² − λ²)    (Nocedal & Wright 17.65)
+              = d(λ + ρd/2)   where λ + ρd ≥ 0,   −λ²/(2ρ) elsewhere.
+    The piecewise form has no 1/ρ where it matters, so ρ = 0 gives the plain Lagrangian
+    λd instead of Cooper's NaN (cooper#106); the other branch never depends on θ.
+    """
+    if lam.dtype != defect.dtype:
+        lam = lam.to(defect.dtype)
+    if isinstance(rho, Tensor):
+        rho_t = rho.to(defect.dtype)
+        smooth = defect * (lam + 0.5 * rho_t * defect)
+        if equality:
+            return smooth.sum()
+        flat = -(lam * lam) / (2.0 * rho_t.clamp_min(torch.finfo(defect.dtype).tiny))
+        return torch.where(lam + rho_t * defect >= 0, smooth, flat).sum()
+    smooth = defect * torch.add(lam, defect, alpha=0.5 * rho)
+    if equality:
+        return smooth.sum()
+    if rho <= 0.0:
+        # λ ≥ 0 keeps λ + 0·d ≥ 0: the smooth branch everywhere.
+        return smooth.sum()
+    flat = lam * lam * (-0.5 / rho)
+    return torch.where(torch.add(lam, defect, alpha=rho) >= 0, smooth, flat).sum()
+
+
+class ALM(Method):
+    """Augmented Lagrangian, method of multipliers with a ρ-scaled dual step.
+
+    primal: min_θ f(θ) + Σ_j ψ(g_j − ε, λ_j, ρ);   dual error: e = ρ(g − ε),
+    i.e. λ ← Π[λ + η ρ (g − ε)]: η = 1 is the classical multiplier update λ ← [λ + ρg]₊.
+    """
+
+    name = "alm"
+
+    def __init__(self, *, rho: float, epsilon: float = 0.0, equality: bool = False) -> None:
+        super().__init__(epsilon=epsilon, equality=equality)
+        if not (rho >= 0 and math.isfinite(rho)):
+            raise ValueError(f"ALM penalty rho must be a finite number ≥ 0, got {rho}")
+        self.rho = float(rho)
+
+    def primal_loss(self, obs: Observation, lam: Tensor | None) -> Tensor:
+        assert lam is not None
+        return obs.objective + augmented_terms(
+            self.defect(obs.constraint.values), lam, self.rho, equality=self.equality
+        )
+
+    def dual_error(self, defect: Tensor, lam: Tensor) -> Tensor | None:
+        return self.rho * defect
+
+
+class SAL(Method):
+    """Stochastic augmented Lagrangian with the SAL penalty schedule (Lavado et al. 2023).
+
+    primal: min_θ f(θ) + Σ_j ψ(g_j − ε, λ_j, ρ_t) (the ALM terms with the current ρ_t).
+    After each observation, with V_t = ‖v(g − ε)‖₂ the violation of the observed
+    constraints and V* the best so far:
+      if V_t ≤ V*:  λ ← Π[λ + ρ_t (g − ε)],  V* ← V_t        (accept: multiplier update)
+      else:         ρ_{t+1} = min(ρ_t · rho_growth, rho_max)   (the penalty grows)
+    The released SAL code replaces λ by ρc instead of adding; we keep the additive
+    method-of-multipliers update, which keeps the multipliers' memory. The dual step is
+    taken with step size 1 (the update above); ρ_t and V* live on the training device so
+    the schedule costs no host synchronisation.
+    """
+
+    name = "sal"
+
+    def __init__(
+        self,
+        *,
+        rho: float,
+        rho_growth: float,
+        rho_max: float,
+        epsilon: float = 0.0,
+        equality: bool = False,
+    ) -> None:
+        super().__init__(epsilon=epsilon, equality=equality)
+        if not (rho >= 0 and math.isfinite(rho)):
+            raise ValueError(f"SAL penalty rho must be a finite number ≥ 0, got {rho}")
+        if rho_growth < 1:
+            raise ValueError(f"SAL rho_growth must be ≥ 1, got {rho_growth}")
+        if rho_max < rho:
+            raise ValueError(f"SAL rho_max ({rho_max}) must be ≥ rho ({rho})")
+        self.rho_growth = float(rho_growth)
+        self.rho_max = float(rho_max)
+        self.rho = torch.tensor(float(rho), dtype=torch.float64)
+        self.best_violation = torch.tensor(math.inf, dtype=torch.float64)
+
+    def primal_loss(self, obs: Observation, lam: Tensor | None) -> Tensor:
+        assert lam is not None
+        return obs.objective + augmented_terms(
+            self.defect(obs.constraint.values), lam, self.rho, equality=self.equality
+        )
+
+    def dual_error(self, defect: Tensor, lam: Tensor) -> Tensor | None:
+        if self.rho.device != defect.device:
+            self.rho = self.rho.to(defect.device)
+            self.best_violation = self.best_violation.to(defect.device)
+        v = defect.abs() if self.equality else defect.clamp_min(0.0)
+        current = torch.linalg.vector_norm(v).to(self.best_violation.dtype)
+        accept = current <= self.best_violation
+        error = torch.where(accept, self.rho.to(defect.dtype) * defect, torch.zeros_like(defect))
+        self.best_violation = torch.where(accept, current, self.best_violation)
+        grown = (self.rho * self.rho_growth).clamp_max(self.rho_max)
+        self.rho = torch.where(accept, self.rho, grown)
+        return error
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rho": self.rho.clone(), "best_violation": self.best_violation.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rho = state["rho"].clone().to(torch.float64)
+        self.best_violation = state["best_violation"].clone().to(torch.float64)
+
+
+METHOD_CLASSES: dict[str, type[Method]] = {
+    m.name: m for m in (ERM, Penalty, CSERM, FL, RFL, ALM, SAL)
+}

@@ -1,0 +1,63 @@
+"""What a trial hands back: per-evaluation reports while it runs, and the final result."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from core.engine.trainer import Trainer
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Handed to the reporter after each evaluation.
+
+    ``state_dict()`` (everything needed to resume) and ``per_sample()`` (numpy arrays of
+    per-sample losses, labels, groups and multipliers) are computed only when called, so a
+    reporter that does not checkpoint or log artifacts this epoch pays nothing for them.
+    """
+
+    epoch: int
+    metrics: dict[str, float]
+    is_last: bool
+    trainer: Trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.trainer.state_dict()
+
+    def per_sample(self) -> dict[str, np.ndarray]:
+        return self.trainer.per_sample()
+
+
+Reporter = Callable[[EvalReport], None]
+
+
+@dataclass
+class TrialResult:
+    """The outcome of ``core.fit``.
+
+    Attributes:
+        trial_id: the trial's id from the spec expansion.
+        method: the method name.
+        history: one metric dict per evaluation (ARCHITECTURE §3.4 names, plus ``epoch``).
+        final: the last evaluation's metrics.
+        per_sample: ``train_loss``, ``train_label``, ``val_loss``, ``val_label``,
+            ``multiplier`` (per training sample for ``sample_loss``) and ``{split}_group``
+            arrays where the task has a group attribute.
+        multipliers: the dense multiplier table of the constraint kind (for ``sample_loss``
+            the same values as ``per_sample["multiplier"]``).
+    """
+
+    trial_id: str
+    method: str
+    history: list[dict[str, float]]
+    per_sample: dict[str, np.ndarray] = field(default_factory=dict)
+    multipliers: np.ndarray | None = None
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}

@@ -1,0 +1,1 @@
+"""Tail and constraint metrics, vectorised on the training device."""

@@ -1,0 +1,121 @@
+"""The sweep report: per method, the best trial by the spec's ``selection`` (feasible first),
+and the tail-metric table against ERM. Pure Python, shared by the worker and the service."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.spec import SweepSpec
+
+TABLE_METRICS: tuple[str, ...] = (
+    "train/loss_mean",
+    "train/cvar_0.1",
+    "train/loss_max",
+    "train/feasible_frac",
+    "val/loss_mean",
+    "val/cvar_0.1",
+    "val/loss_max",
+    "val/feasible_frac",
+    "val/accuracy",
+)
+FINAL_STATES = ("succeeded", "diverged", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What the report needs of one trial."""
+
+    trial_id: str
+    method: str
+    params: Mapping[str, float | int]
+    status: str
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+def meets_bounds(metrics: Mapping[str, float], subject_to: Mapping[str, Any]) -> bool:
+    """Whether every ``subject_to`` bound holds (a missing or NaN metric fails its bound)."""
+    for name, bound in subject_to.items():
+        value = metrics.get(name)
+        if value is None or math.isnan(value):
+            return False
+        low, high = getattr(bound, "min", None), getattr(bound, "max", None)
+        if low is not None and value < low:
+            return False
+        if high is not None and value > high:
+            return False
+    return True
+
+
+def _score(outcome: TrialOutcome, metric: str, mode: str) -> float:
+    value = outcome.metrics.get(metric, math.nan)
+    if math.isnan(value):
+        return math.inf
+    return value if mode == "min" else -value
+
+
+def _total_violation(metrics: Mapping[str, float], subject_to: Mapping[str, Any]) -> float:
+    total = 0.0
+    for name, bound in subject_to.items():
+        value = metrics.get(name, math.nan)
+        if math.isnan(value):
+            return math.inf
+        low, high = getattr(bound, "min", None), getattr(bound, "max", None)
+        total += max(0.0, (low - value) if low is not None else 0.0)
+        total += max(0.0, (value - high) if high is not None else 0.0)
+    return total
+
+
+def _entry(outcome: TrialOutcome) -> dict[str, Any]:
+    return {
+        "trial_id": outcome.trial_id,
+        "params": dict(outcome.params),
+        "metrics": {k: outcome.metrics.get(k) for k in TABLE_METRICS if k in outcome.metrics},
+    }
+
+
+def build_report(
+    spec: SweepSpec, outcomes: Sequence[TrialOutcome], *, sweep_id: str
+) -> dict[str, Any]:
+    """The report: counts by status, and per method the best succeeded trial that meets
+    every ``selection.subject_to`` bound, by ``selection.metric``/``mode``. When none meets
+    them, ``best`` is null and ``best_infeasible`` names the trial closest to the bounds."""
+    sel = spec.selection
+    counts = dict.fromkeys(FINAL_STATES, 0)
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    methods: list[dict[str, Any]] = []
+    for method in spec.methods:
+        done = [o for o in outcomes if o.method == method and o.status == "succeeded"]
+        feasible = [o for o in done if meets_bounds(o.metrics, sel.subject_to)]
+        best = min(feasible, key=lambda o: _score(o, sel.metric, sel.mode), default=None)
+        infeasible = None
+        if best is None and done:
+            infeasible = min(
+                done,
+                key=lambda o: (
+                    _total_violation(o.metrics, sel.subject_to),
+                    _score(o, sel.metric, sel.mode),
+                ),
+            )
+        methods.append(
+            {
+                "method": method,
+                "trials": sum(o.method == method for o in outcomes),
+                "succeeded": len(done),
+                "met_bounds": len(feasible),
+                "best": _entry(best) if best else None,
+                "best_infeasible": _entry(infeasible) if infeasible else None,
+            }
+        )
+    return {
+        "sweep_id": sweep_id,
+        "name": spec.name,
+        "selection": sel.model_dump(mode="json"),
+        "trial_counts": counts,
+        "table_metrics": list(TABLE_METRICS),
+        "methods": methods,
+    }

@@ -1,0 +1,291 @@
+"""The sections of a sweep spec (ARCHITECTURE §3.1). Every model forbids unknown keys."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from core.catalog import GRID_KEYS, TASKS
+from core.spec.errors import field_errors
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskRef(Section):
+    """A catalog task and its parameters (validated by the task's own schema)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_task_with_valid_params(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            return data
+        name = data["name"]
+        if name not in TASKS:
+            raise field_errors(
+                [("name", f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")]
+            )
+        params = data.get("params") or {}
+        if not isinstance(params, dict):
+            raise field_errors([("params", "must be a mapping of task parameters")])
+        try:
+            validated = TASKS[name].params.model_validate(params)
+        except ValidationError as exc:
+            valid = ", ".join(TASKS[name].params.model_fields)
+            items = []
+            for err in exc.errors():
+                where = ".".join(str(p) for p in err["loc"])
+                msg = str(err["msg"])
+                if err["type"] == "extra_forbidden":
+                    msg = f"unknown parameter of task {name!r}; valid parameters: {valid}"
+                items.append((f"params.{where}", msg))
+            raise field_errors(items) from None
+        return {**data, "params": validated.model_dump(mode="json")}
+
+
+class SampleLossConstraint(Section):
+    """ℓ_i(θ) ≤ ε for every training sample."""
+
+    kind: Literal["sample_loss"]
+
+    @property
+    def equality(self) -> bool:
+        return False
+
+    @property
+    def uses_epsilon(self) -> bool:
+        return True
+
+
+class GroupRateConstraint(Section):
+    """Per-group positive rate − overall rate = 0 (``equality``) or |·| ≤ ε."""
+
+    kind: Literal["group_rate"]
+    attribute: str
+    equality: bool = False
+    temperature: PositiveFloat = 8.0
+    tolerance: NonNegativeFloat = 0.01
+
+    @property
+    def uses_epsilon(self) -> bool:
+        # The equality targets a zero gap: ε is not read, so it does not multiply trials.
+        return not self.equality
+
+
+class ClassLossConstraint(Section):
+    """Per-class mean loss ≤ ε (or = ε)."""
+
+    kind: Literal["class_loss"]
+    equality: bool = False
+    tolerance: NonNegativeFloat = 0.01
+
+    @property
+    def uses_epsilon(self) -> bool:
+        return True
+
+
+class WeightNormConstraint(Section):
+    """‖W_l‖²_F ≤ ε per weight matrix."""
+
+    kind: Literal["weight_norm"]
+
+    @property
+    def equality(self) -> bool:
+        return False
+
+    @property
+    def uses_epsilon(self) -> bool:
+        return True
+
+
+class OrthogonalityConstraint(Section):
+    """‖W_l W_lᵀ − I‖_F ≤ ε per weight matrix."""
+
+    kind: Literal["orthogonality"]
+
+    @property
+    def equality(self) -> bool:
+        return False
+
+    @property
+    def uses_epsilon(self) -> bool:
+        return True
+
+
+Constraint = Annotated[
+    SampleLossConstraint
+    | GroupRateConstraint
+    | ClassLossConstraint
+    | WeightNormConstraint
+    | OrthogonalityConstraint,
+    Field(discriminator="kind"),
+]
+
+GridValues = tuple[float, ...]
+
+
+class Grid(Section):
+    """Values per grid key; a scalar is a one-value list. Keys: ``core.catalog.GRID_KEYS``."""
+
+    epsilon: GridValues | None = None
+    alpha: GridValues | None = None
+    dual_lr: GridValues | None = None
+    rho: GridValues | None = None
+    rho_growth: GridValues | None = None
+    rho_max: GridValues | None = None
+    penalty: GridValues | None = None
+    kp: GridValues | None = None
+    nu: GridValues | None = None
+    lr: GridValues | None = None
+    seed: tuple[int, ...] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_keys_and_values(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        items: list[tuple[str, str]] = []
+        out: dict[str, Any] = {}
+        for key, raw in data.items():
+            info = GRID_KEYS.get(str(key))
+            if info is None:
+                items.append((str(key), f"unknown grid key; valid keys: {', '.join(GRID_KEYS)}"))
+                continue
+            if raw is None:
+                continue  # an unset key, as a dumped spec writes it
+            values = raw if isinstance(raw, list | tuple) else [raw]
+            if not values:
+                items.append((key, "needs at least one value"))
+                continue
+            clean: list[float | int] = []
+            for v in values:
+                if isinstance(v, bool) or not isinstance(v, int | float):
+                    items.append((key, f"values must be numbers, got {v!r}"))
+                    break
+                if info.integer and not float(v).is_integer():
+                    items.append((key, f"values must be integers, got {v!r}"))
+                    break
+                if v != v or v in (float("inf"), float("-inf")):
+                    items.append((key, f"values must be finite, got {v!r}"))
+                    break
+                if info.minimum is not None and (
+                    v < info.minimum or (info.exclusive_minimum and v == info.minimum)
+                ):
+                    op = ">" if info.exclusive_minimum else "≥"
+                    items.append((key, f"values must be {op} {info.minimum:g}, got {v!r}"))
+                    break
+                clean.append(int(v) if info.integer else float(v))
+            else:
+                if len(set(clean)) != len(clean):
+                    items.append((key, f"duplicate values in {list(values)!r}"))
+                out[key] = tuple(clean)
+        if items:
+            raise field_errors(items)
+        return out
+
+    def present(self) -> dict[str, tuple[float | int, ...]]:
+        """The keys the grid sets, in the order of the catalog."""
+        values = self.model_dump(exclude_none=True)
+        return {k: tuple(values[k]) for k in GRID_KEYS if k in values}
+
+
+class PrimalOptimizer(Section):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: PositiveFloat = 1e-3
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    weight_decay: NonNegativeFloat = 0.0
+
+
+class Train(Section):
+    epochs: PositiveInt = 20
+    batch_size: PositiveInt = 256
+    optimizer: PrimalOptimizer = PrimalOptimizer()
+    device: str = "auto"
+    eval_every: PositiveInt = 1
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError(f"unknown device {value!r}; use auto, cpu, cuda or cuda:N")
+        return value
+
+
+class GradientAscentConfig(Section):
+    name: Literal["ga"]
+
+
+class NuPIConfig(Section):
+    name: Literal["nupi"]
+    kp: float = 0.0
+    ki: PositiveFloat = 1.0
+    nu: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    init: Literal["sgd", "zeros"] = "sgd"
+
+
+DualOptimizerConfig = Annotated[GradientAscentConfig | NuPIConfig, Field(discriminator="name")]
+
+
+class Dual(Section):
+    scheme: Literal["alternating_dual_first", "alternating_primal_first", "simultaneous"] = (
+        "alternating_dual_first"
+    )
+    optimizer: DualOptimizerConfig = GradientAscentConfig(name="ga")
+    init: NonNegativeFloat = 0.0
+
+
+class Resources(Section):
+    cpu: PositiveFloat = 1.0
+    gpu: NonNegativeFloat = 0.0
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_gpus_above_one(cls, value: float) -> float:
+        if value > 1 and not value.is_integer():
+            raise ValueError(f"a trial may take a fraction of one GPU or whole GPUs, not {value}")
+        return value
+
+
+class Bound(Section):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_side_at_least(self) -> Bound:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+
+class Selection(Section):
+    metric: str = "val/loss_mean"
+    mode: Literal["min", "max"] = "min"
+    subject_to: dict[str, Bound] = Field(default_factory=dict)
+
+
+class Limits(Section):
+    max_trials: PositiveInt = 1000
+    max_failures: Annotated[int, Field(ge=0)] = 2
+
+
+class Logging(Section):
+    per_sample_every: PositiveInt = 5

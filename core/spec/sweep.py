@@ -1,0 +1,194 @@
+"""``SweepSpec``: the sweep a user submits (ARCHITECTURE §3.1)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from core.catalog import CONSTRAINT_KINDS, METHODS, TASKS
+from core.spec.errors import field_errors
+from core.spec.expansion import count_trials, method_points, trial_id
+from core.spec.metric_names import metric_names_for
+from core.spec.sections import (
+    Constraint,
+    Dual,
+    Grid,
+    Limits,
+    Logging,
+    Resources,
+    Selection,
+    TaskRef,
+    Train,
+)
+from core.spec.trial import TrialConfig
+
+Pack = Literal["auto", "off"] | Annotated[int, Field(ge=1)]
+
+
+class SweepSpec(BaseModel):
+    """A sweep: task, constraint, methods and grid, plus training and sweep settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    task: TaskRef
+    constraint: Constraint
+    methods: Annotated[list[str], Field(min_length=1)]
+    grid: Grid = Grid()
+    train: Train = Train()
+    dual: Dual = Dual()
+    resources: Resources = Resources()
+    pack: Pack = "auto"
+    selection: Selection = Selection()
+    limits: Limits = Limits()
+    logging: Logging = Logging()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _constraint_kind_named(cls, data: object) -> object:
+        # Pydantic's own message for a bad discriminator lists the kinds too, but reads
+        # poorly; name the field and the valid choices plainly.
+        if isinstance(data, dict) and isinstance(data.get("constraint"), dict):
+            kind = data["constraint"].get("kind")
+            if kind is not None and kind not in CONSTRAINT_KINDS:
+                raise field_errors(
+                    [
+                        (
+                            "constraint.kind",
+                            f"unknown constraint kind {kind!r}; "
+                            f"valid kinds: {', '.join(CONSTRAINT_KINDS)}",
+                        )
+                    ]
+                )
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepSpec:
+        items: list[tuple[str, str]] = []
+        task = TASKS[self.task.name]
+        kind = CONSTRAINT_KINDS[self.constraint.kind]
+        if kind.needs_classification and task.problem != "classification":
+            items.append(
+                (
+                    "constraint.kind",
+                    f"{kind.name} needs a classification task; "
+                    f"{task.name!r} is a {task.problem} task",
+                )
+            )
+        if kind.needs_group_attribute:
+            attribute = getattr(self.constraint, "attribute", None)
+            if not task.group_attributes:
+                with_groups = [t.name for t in TASKS.values() if t.group_attributes]
+                items.append(
+                    (
+                        "constraint.attribute",
+                        f"task {task.name!r} has no group "
+                        f"attributes; tasks with groups: {', '.join(with_groups) or 'none'}",
+                    )
+                )
+            elif attribute not in task.group_attributes:
+                items.append(
+                    (
+                        "constraint.attribute",
+                        f"unknown attribute {attribute!r}; "
+                        f"valid attributes: {', '.join(task.group_attributes)}",
+                    )
+                )
+        if len(set(self.methods)) != len(self.methods):
+            items.append(("methods", "each method may appear once"))
+        for i, method in enumerate(self.methods):
+            info = METHODS.get(method)
+            if info is None:
+                items.append(
+                    (
+                        f"methods.{i}",
+                        f"unknown method {method!r}; valid methods: {', '.join(METHODS)}",
+                    )
+                )
+            elif self.constraint.kind not in info.kinds:
+                fitting = [m for m, mi in METHODS.items() if self.constraint.kind in mi.kinds]
+                items.append(
+                    (
+                        f"methods.{i}",
+                        f"method {method!r} does not apply to constraint "
+                        f"kind {self.constraint.kind!r}; methods for "
+                        f"{self.constraint.kind}: {', '.join(fitting)}",
+                    )
+                )
+        if self.dual.optimizer.name == "ga":
+            for key in ("kp", "nu"):
+                if getattr(self.grid, key) is not None:
+                    items.append(
+                        (
+                            f"grid.{key}",
+                            f"{key} is a νPI gain; set dual.optimizer: {{name: nupi}} to sweep it",
+                        )
+                    )
+        valid_metrics = metric_names_for(task.problem, self.constraint.kind)
+        if self.selection.metric not in valid_metrics:
+            items.append(
+                (
+                    "selection.metric",
+                    f"unknown metric {self.selection.metric!r}; "
+                    f"valid metrics: {', '.join(valid_metrics)}",
+                )
+            )
+        for name in self.selection.subject_to:
+            if name not in valid_metrics:
+                items.append(
+                    (
+                        f"selection.subject_to.{name}",
+                        f"unknown metric {name!r}; valid metrics: {', '.join(valid_metrics)}",
+                    )
+                )
+        if not items:
+            n = count_trials(self)
+            if n > self.limits.max_trials:
+                items.append(
+                    (
+                        "grid",
+                        f"grid expands to {n} trials, more than "
+                        f"limits.max_trials = {self.limits.max_trials}; shrink the grid "
+                        "or raise limits.max_trials",
+                    )
+                )
+        if items:
+            raise field_errors(items)
+        return self
+
+    def count_trials(self) -> int:
+        """How many trials ``trials()`` makes, without building them."""
+        return count_trials(self)
+
+    def trials(self) -> list[TrialConfig]:
+        """The method-aware expansion: for each method (in spec order), the product of the
+        grid keys it reads, without duplicates, in a stable order with stable ids."""
+        shared = self.model_dump(
+            mode="json",
+            include={
+                "name",
+                "task",
+                "constraint",
+                "train",
+                "dual",
+                "resources",
+                "limits",
+                "logging",
+            },
+        )
+        out: list[TrialConfig] = []
+        for method in self.methods:
+            for params in method_points(self, method):
+                out.append(
+                    TrialConfig.model_validate(
+                        {
+                            **shared,
+                            "method": method,
+                            "params": params,
+                            "trial_id": trial_id(method, params),
+                            "index": len(out),
+                        }
+                    )
+                )
+        return out

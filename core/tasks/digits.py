@@ -1,0 +1,36 @@
+"""sklearn's digits: 1,797 8×8 images of 10 classes (pixels / 16), stratified split, MLP."""
+
+from __future__ import annotations
+
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch import nn
+
+from core.catalog.tasks import DigitsParams
+from core.tasks.base import Dataset, Split, Task, cached_by_params
+from core.tasks.models import as_tensor, mlp
+
+
+@cached_by_params
+def _load(params: DigitsParams) -> Dataset:
+    x, y = load_digits(return_X_y=True)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x / 16.0, y, test_size=params.val_fraction, stratify=y, random_state=params.data_seed
+    )
+    return Dataset(
+        Split(as_tensor(x_train, torch.float32), as_tensor(y_train, torch.int64)),
+        Split(as_tensor(x_val, torch.float32), as_tensor(y_val, torch.int64)),
+        num_classes=10,
+    )
+
+
+class Digits(Task):
+    problem = "classification"
+    params: DigitsParams
+
+    def load(self) -> Dataset:
+        return _load(self.params)
+
+    def make_model(self, data: Dataset) -> nn.Module:
+        return mlp(64, list(self.params.hidden), 10)

@@ -1,0 +1,1 @@
+"""The dualtune service and its command line (``dualtune``)."""

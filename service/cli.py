@@ -1,0 +1,111 @@
+"""The ``dualtune`` command line.
+
+Commands that only read specs run here (no torch, no Ray). ``dualtune run`` hands the sweep
+to the worker's own entry point (``python -m worker run``) in a child process, so the
+service package never imports the training stack (ARCHITECTURE §2, §3.7).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.catalog import CONSTRAINT_KINDS, METHODS, TASKS
+from core.spec import SpecError, SweepSpec, load_spec
+
+app = typer.Typer(
+    name="dualtune",
+    help="Constrained-learning sweeps on Ray Tune with MLflow tracking.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+SpecPath = Annotated[Path, typer.Argument(help="sweep spec (YAML or JSON)")]
+
+
+def _load(path: Path) -> SweepSpec:
+    try:
+        return load_spec(path)
+    except SpecError as exc:
+        errors.print(f"[red]invalid spec {path}[/red]\n{exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def validate(spec: SpecPath) -> None:
+    """Check a spec and list the trials it expands to."""
+    sweep = _load(spec)
+    trials = sweep.trials()
+    table = Table(title=f"{sweep.name}: {len(trials)} trials", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("trial")
+    table.add_column("method")
+    table.add_column("params")
+    for t in trials:
+        params = ", ".join(f"{k}={v}" for k, v in t.params.items())
+        table.add_row(str(t.index), t.trial_id, t.method, params)
+    console.print(table)
+    per_method = {m: sum(t.method == m for t in trials) for m in sweep.methods}
+    console.print(
+        "per method: " + ", ".join(f"{m} {n}" for m, n in per_method.items()), highlight=False
+    )
+
+
+@app.command()
+def catalog() -> None:
+    """List tasks, constraint kinds and methods."""
+    tasks = Table(title="tasks", title_justify="left")
+    for col in ("name", "problem", "summary", "parameters"):
+        tasks.add_column(col)
+    for t in TASKS.values():
+        params = ", ".join(
+            f"{name}={field.default!r}"
+            if field.default_factory is None
+            else f"{name}={field.default_factory()!r}"  # type: ignore[call-arg]
+            for name, field in t.params.model_fields.items()
+        )
+        tasks.add_row(t.name, t.problem, t.summary, params)
+    kinds = Table(title="constraint kinds", title_justify="left")
+    for col in ("kind", "constraints", "multipliers"):
+        kinds.add_column(col)
+    for k in CONSTRAINT_KINDS.values():
+        kinds.add_row(k.name, k.summary, k.multipliers)
+    methods = Table(title="methods", title_justify="left")
+    for col in ("method", "solves", "grid keys", "constraint kinds"):
+        methods.add_column(col)
+    for m in METHODS.values():
+        methods.add_row(m.name, m.summary, ", ".join(m.grid_keys), ", ".join(m.kinds))
+    for table in (tasks, kinds, methods):
+        console.print(table)
+
+
+@app.command()
+def run(
+    spec: SpecPath,
+    storage: Annotated[Path | None, typer.Option(help="Tune storage path")] = None,
+    sweep_id: Annotated[str | None, typer.Option(help="default: derived from the spec")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+) -> None:
+    """Run one sweep on local Ray and local MLflow, without the service."""
+    _load(spec)  # fail fast, here, on a bad spec
+    command = [sys.executable, "-m", "worker", "run", str(spec)]
+    if storage is not None:
+        command += ["--storage", str(storage)]
+    if sweep_id is not None:
+        command += ["--sweep-id", sweep_id]
+    if no_progress:
+        command.append("--no-progress")
+    raise typer.Exit(subprocess.call(command))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,217 @@
+"""``core.fit`` end to end: metrics contract, exact resume, divergence, every method × kind."""
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import core
+from core.catalog import METHODS
+from core.engine.result import EvalReport
+from core.spec import TrialConfig
+
+SPLIT_METRICS = (
+    "loss_mean",
+    "loss_max",
+    "loss_q50",
+    "loss_q90",
+    "loss_q99",
+    "cvar_0.01",
+    "cvar_0.05",
+    "cvar_0.1",
+    "feasible_frac",
+)
+OTHER_METRICS = (
+    "dual/lambda_mean",
+    "dual/lambda_max",
+    "dual/lambda_active_frac",
+    "constraint/violation_max",
+    "constraint/violation_mean",
+    "time/epoch_s",
+    "time/samples_per_s",
+    "epoch",
+)
+MakeTrial = Callable[..., TrialConfig]
+
+
+def expected_metrics(classification: bool, group_rate: bool = False) -> set[str]:
+    names = {f"{s}/{m}" for s in ("train", "val") for m in SPLIT_METRICS} | set(OTHER_METRICS)
+    if classification:
+        names |= {"train/accuracy", "val/accuracy"}
+    if group_rate:
+        names |= {"train/dp_gap", "val/dp_gap"}
+    return names
+
+
+def test_every_evaluation_reports_the_metric_contract(trial: MakeTrial) -> None:
+    config = trial(
+        "rfl",
+        grid={"epsilon": 0.3, "alpha": 1.0, "dual_lr": 0.1},
+        train={"epochs": 4, "batch_size": 128, "eval_every": 2},
+    )
+    seen: list[EvalReport] = []
+    result = core.fit(config, reporter=seen.append)
+    assert [r.epoch for r in seen] == [2, 4]
+    assert [r.is_last for r in seen] == [False, True]
+    for h in result.history:
+        assert set(h) == expected_metrics(classification=True)
+        assert all(np.isfinite(v) for v in h.values())
+    assert result.final == result.history[-1]
+    assert result.per_sample["multiplier"].shape == (512,)
+    assert result.per_sample["train_loss"].shape == (512,)
+    assert result.per_sample["val_loss"].shape == (128,)
+    assert np.array_equal(result.per_sample["multiplier"], result.multipliers)
+    # The reported multiplier statistics are those of the final table.
+    lam = result.multipliers
+    assert result.final["dual/lambda_max"] == pytest.approx(lam.max())
+    assert result.final["dual/lambda_active_frac"] == pytest.approx((lam > 0).mean())
+
+
+def _snapshot(state: dict[str, Any]) -> dict[str, Any]:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    loaded: dict[str, Any] = torch.load(buffer, weights_only=False)
+    return loaded
+
+
+@pytest.mark.parametrize(
+    ("method", "grid", "constraint", "dual"),
+    [
+        ("fl", {"epsilon": 0.2, "dual_lr": 0.05}, None, None),
+        (
+            "rfl",
+            {"epsilon": 0.2, "alpha": 0.5, "dual_lr": 0.05, "kp": 2.0, "nu": 0.3},
+            None,
+            {"optimizer": {"name": "nupi"}},
+        ),
+        ("alm", {"epsilon": 0.2, "rho": 0.5, "dual_lr": 0.1}, None, None),
+        (
+            "sal",
+            {"epsilon": 2.0, "rho": 0.5, "rho_growth": 1.5, "rho_max": 5.0},
+            {"kind": "weight_norm"},
+            None,
+        ),
+    ],
+)
+def test_resume_is_bitwise_identical_to_an_uninterrupted_run(
+    trial: MakeTrial,
+    method: str,
+    grid: dict[str, Any],
+    constraint: dict[str, Any] | None,
+    dual: dict[str, Any] | None,
+) -> None:
+    config = trial(
+        method,
+        grid=grid,
+        constraint=constraint,
+        dual=dual,
+        train={"epochs": 6, "batch_size": 96, "optimizer": {"name": "adam", "lr": 0.01}},
+    )
+    uninterrupted = core.fit(config)
+
+    saved: dict[str, Any] = {}
+
+    class StopTrainingError(Exception):
+        pass
+
+    def stop_after_three(report: EvalReport) -> None:
+        if report.epoch == 3:
+            saved.update(_snapshot(report.state_dict()))
+            raise StopTrainingError
+
+    with pytest.raises(StopTrainingError):
+        core.fit(config, reporter=stop_after_three)
+    resumed = core.fit(config, resume=saved)
+
+    assert len(resumed.history) == 6
+    for a, b in zip(uninterrupted.history, resumed.history, strict=True):
+        assert {k: v for k, v in a.items() if not k.startswith("time/")} == {
+            k: v for k, v in b.items() if not k.startswith("time/")
+        }
+    assert np.array_equal(uninterrupted.multipliers, resumed.multipliers)
+    assert np.array_equal(uninterrupted.per_sample["train_loss"], resumed.per_sample["train_loss"])
+
+
+def test_resume_refuses_another_trials_state(trial: MakeTrial) -> None:
+    a = trial("fl", grid={"epsilon": 0.2})
+    b = trial("fl", grid={"epsilon": 0.3})
+    states: list[dict[str, Any]] = []
+    core.fit(a, reporter=lambda r: states.append(r.state_dict()))
+    with pytest.raises(ValueError, match="state is for trial"):
+        core.fit(b, resume=states[-1])
+
+
+def test_a_huge_learning_rate_diverges_naming_the_epoch(trial: MakeTrial) -> None:
+    config = trial(
+        "erm",
+        task={"name": "polyfit"},
+        train={"epochs": 5, "batch_size": 30, "optimizer": {"name": "sgd", "lr": 1e6}},
+    )
+    with pytest.raises(core.Diverged, match=r"diverged at epoch \d") as info:
+        core.fit(config)
+    assert 1 <= info.value.epoch <= 5
+
+
+APPLICABLE = [
+    (method, kind)
+    for method, info in METHODS.items()
+    for kind in ("sample_loss", "class_loss", "weight_norm", "orthogonality")
+    if kind in info.kinds
+]
+
+
+@pytest.mark.parametrize(("method", "kind"), APPLICABLE)
+def test_every_method_trains_under_every_applicable_kind(
+    trial: MakeTrial, method: str, kind: str
+) -> None:
+    # Levels the default-initialised digits MLP can meet (‖W₁‖²_F ≈ 21 at init).
+    epsilon = {"sample_loss": 0.3, "class_loss": 0.3, "weight_norm": 30.0, "orthogonality": 5.0}[
+        kind
+    ]
+    grid = {"epsilon": epsilon} if "epsilon" in METHODS[method].grid_keys else {}
+    config = trial(
+        method,
+        task={"name": "digits"},
+        constraint={"kind": kind},
+        grid=grid,
+        train={"epochs": 3, "batch_size": 128, "optimizer": {"name": "adam", "lr": 0.01}},
+    )
+    result = core.fit(config)
+    assert set(result.final) == expected_metrics(classification=True)
+    assert result.final["val/accuracy"] > 0.3  # learned something in three epochs
+
+
+def test_constrained_training_satisfies_class_loss_bounds_erm_does_not_target(
+    trial: MakeTrial,
+) -> None:
+    """On digits, FL with per-class loss ≤ ε ends with every class under ε on train."""
+    config = trial(
+        "fl",
+        task={"name": "digits"},
+        constraint={"kind": "class_loss"},
+        grid={"epsilon": 0.05, "dual_lr": 0.5},
+        train={"epochs": 40, "batch_size": 256, "optimizer": {"name": "adam", "lr": 0.01}},
+    )
+    result = core.fit(config)
+    assert result.final["train/feasible_frac"] == 1.0
+
+
+@pytest.mark.parametrize("equality", [True, False])
+def test_demographic_parity_constraint_closes_the_gap_erm_leaves_open(
+    trial: MakeTrial, equality: bool
+) -> None:
+    """On two moons, the sides' positive rates differ by ≈0.5 under ERM; FL with a
+    group_rate constraint on ``side`` brings the gap down, and reports dp_gap."""
+    constraint = {"kind": "group_rate", "attribute": "side", "equality": equality}
+    train = {"epochs": 60, "batch_size": 512, "optimizer": {"name": "adam", "lr": 0.01}}
+    erm = core.fit(trial("erm", constraint=constraint, train=train))
+    grid = {"dual_lr": 0.5} if equality else {"epsilon": 0.05, "dual_lr": 0.5}
+    fl = core.fit(trial("fl", constraint=constraint, grid=grid, train=train))
+    assert set(fl.final) == expected_metrics(classification=True, group_rate=True)
+    assert erm.final["train/dp_gap"] > 0.3
+    assert fl.final["train/dp_gap"] < 0.5 * erm.final["train/dp_gap"]
+    assert fl.multipliers.shape == ((2,) if equality else (4,))

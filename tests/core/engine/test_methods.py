@@ -1,0 +1,126 @@
+"""Methods: primal losses and dual errors as the update rules in their docstrings say."""
+
+import math
+
+import pytest
+import torch
+
+from core.engine.methods import ALM, CSERM, ERM, FL, RFL, SAL, Penalty, augmented_terms
+from core.engine.observation import ConstraintBatch, Observation
+
+F64 = torch.float64
+
+
+def observation(values: list[float], objective: float = 0.5, erm: float = 2.0) -> Observation:
+    return Observation(
+        torch.tensor(objective, dtype=F64),
+        torch.tensor(erm, dtype=F64),
+        ConstraintBatch(torch.tensor(values, dtype=F64)),
+    )
+
+
+def test_erm_minimises_the_mean_loss_only() -> None:
+    assert ERM().primal_loss(observation([5.0]), None).item() == 2.0
+
+
+def test_penalty_sums_positive_violations_or_absolute_equality_defects() -> None:
+    obs = observation([0.3, -1.0, 0.8])
+    ineq = Penalty(penalty=2.0, epsilon=0.5).primal_loss(obs, None).item()
+    assert ineq == pytest.approx(0.5 + 2.0 * 0.3)
+    eq = Penalty(penalty=2.0, epsilon=0.5, equality=True).primal_loss(obs, None).item()
+    assert eq == pytest.approx(0.5 + 2.0 * (0.2 + 1.5 + 0.3))
+
+
+def test_cserm_is_the_mean_clamped_square() -> None:
+    obs = observation([0.3, -1.0, 0.8], objective=0.0)
+    assert CSERM(epsilon=0.5).primal_loss(obs, None).item() == pytest.approx(0.3**2 / 3)
+
+
+def test_fl_lagrangian_is_a_sum_over_constraints() -> None:
+    obs = observation([0.3, 0.9], objective=0.0)
+    lam = torch.tensor([2.0, 1.0], dtype=F64)
+    assert FL(epsilon=0.5).primal_loss(obs, lam).item() == pytest.approx(2 * -0.2 + 1 * 0.4)
+
+
+def test_rfl_dual_error_decays_by_lambda_over_alpha() -> None:
+    d = torch.tensor([0.4, -0.1], dtype=F64)
+    lam = torch.tensor([1.0, 3.0], dtype=F64)
+    e = RFL(alpha=2.0).dual_error(d, lam)
+    assert e is not None
+    assert e.tolist() == pytest.approx([0.4 - 0.5, -0.1 - 1.5])
+
+
+def test_alm_dual_error_is_rho_scaled() -> None:
+    e = ALM(rho=3.0).dual_error(torch.tensor([0.5], dtype=F64), torch.zeros(1, dtype=F64))
+    assert e is not None
+    assert e.item() == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("rho", [0.0, 1e-300, 0.5, 10.0])
+def test_augmented_terms_match_nocedal_wright_and_never_nan(rho: float) -> None:
+    d = torch.tensor([-2.0, -0.1, 0.0, 0.7], dtype=F64, requires_grad=True)
+    lam = torch.tensor([0.5, 0.0, 1.0, 0.3], dtype=F64)
+    total = augmented_terms(d, lam, rho, equality=False)
+    total.backward()
+    assert d.grad is not None
+    assert torch.isfinite(total)
+    assert torch.all(torch.isfinite(d.grad))
+    # ∂ψ/∂d = [λ + ρd]₊ for inequalities.
+    assert torch.allclose(d.grad, (lam + rho * d.detach()).clamp_min(0))
+    if rho > 1e-6:
+        ref = sum(
+            ((max(li + rho * di, 0.0) ** 2) - li * li) / (2 * rho)
+            for di, li in zip(d.tolist(), lam.tolist(), strict=True)
+        )
+        assert total.item() == pytest.approx(ref)
+
+
+def test_alm_at_rho_zero_is_the_plain_lagrangian() -> None:
+    obs = observation([0.3, 0.9], objective=0.0)
+    lam = torch.tensor([2.0, 1.0], dtype=F64)
+    alm = ALM(rho=0.0, epsilon=0.5).primal_loss(obs, lam).item()
+    assert alm == pytest.approx(FL(epsilon=0.5).primal_loss(obs, lam).item())
+    assert not math.isnan(alm)
+
+
+def test_sal_grows_rho_when_violation_does_not_decrease_and_updates_lambda_otherwise() -> None:
+    sal = SAL(rho=1.0, rho_growth=2.0, rho_max=5.0)
+    lam = torch.zeros(2, dtype=F64)
+    first = sal.dual_error(torch.tensor([0.4, 0.3], dtype=F64), lam)  # V = 0.5, accepted
+    assert first is not None
+    assert first.tolist() == pytest.approx([0.4, 0.3])
+    worse = sal.dual_error(torch.tensor([0.6, 0.8], dtype=F64), lam)  # V = 1.0 > 0.5
+    assert worse is not None
+    assert worse.tolist() == [0.0, 0.0]
+    assert sal.rho.item() == 2.0
+    for _ in range(3):
+        sal.dual_error(torch.tensor([0.6, 0.8], dtype=F64), lam)
+    assert sal.rho.item() == 5.0  # capped at rho_max
+    better = sal.dual_error(torch.tensor([0.0, 0.1], dtype=F64), lam)
+    assert better is not None
+    assert better.tolist() == pytest.approx([0.0, 0.5])  # ρ = 5 times the defect
+
+
+def test_sal_state_round_trip() -> None:
+    sal = SAL(rho=1.0, rho_growth=2.0, rho_max=5.0)
+    sal.dual_error(torch.tensor([1.0], dtype=F64), torch.zeros(1, dtype=F64))
+    sal.dual_error(torch.tensor([2.0], dtype=F64), torch.zeros(1, dtype=F64))
+    other = SAL(rho=1.0, rho_growth=2.0, rho_max=5.0)
+    other.load_state_dict(sal.state_dict())
+    assert other.rho.item() == 2.0
+    assert other.best_violation.item() == 1.0
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Penalty(penalty=-1.0), "penalty coefficient"),
+        (lambda: RFL(alpha=0.0), "alpha must be > 0"),
+        (lambda: ALM(rho=-1.0), "rho must be"),
+        (lambda: SAL(rho=1.0, rho_growth=0.5, rho_max=2.0), "rho_growth"),
+        (lambda: SAL(rho=3.0, rho_growth=1.5, rho_max=2.0), "rho_max"),
+    ],
+)
+def test_constructors_reject_bad_hyperparameters(make: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make()  # type: ignore[operator]

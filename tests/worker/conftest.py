@@ -1,0 +1,36 @@
+"""Fixtures for sweeps on a real local Ray runtime and a real MLflow store."""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from core.spec import SweepSpec
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def small_spec(**overrides: Any) -> SweepSpec:
+    doc: dict[str, Any] = {
+        "name": "worker-test",
+        "task": {"name": "two_moons", "params": {"n_train": 128, "n_val": 64}},
+        "constraint": {"kind": "sample_loss"},
+        "methods": ["erm", "rfl"],
+        "grid": {"epsilon": [0.1, 0.3, 0.5], "alpha": [0.5, 2.0], "dual_lr": [0.05, 0.2]},
+        "train": {"epochs": 3, "batch_size": 64, "optimizer": {"name": "adam", "lr": 0.01}},
+        "logging": {"per_sample_every": 2},
+    }
+    doc.update(overrides)
+    return SweepSpec.model_validate(doc)

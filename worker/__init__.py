@@ -1,0 +1,1 @@
+"""The sweep driver: runs a sweep's trials on Ray Tune and tracks them in MLflow."""

@@ -1,0 +1,75 @@
+"""``python -m worker run SPEC``: run one sweep on Ray Tune (local by default) with MLflow."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a sweep spec to the end (resumes an earlier run)")
+    run.add_argument("spec", type=Path)
+    run.add_argument("--sweep-id", default=None, help="default: derived from the spec")
+    run.add_argument(
+        "--storage",
+        type=Path,
+        default=None,
+        help="Tune storage path (default: $DUALTUNE_DATA_DIR/tune)",
+    )
+    run.add_argument("--ray-address", default=os.environ.get("DUALTUNE_RAY_ADDRESS"))
+    run.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    console = Console(stderr=True)
+    from core.spec import SpecError
+    from worker.sources import SpecFileSource
+
+    try:
+        definition = SpecFileSource(args.spec, args.sweep_id).load()
+    except SpecError as exc:
+        console.print(f"[red]invalid spec {args.spec}[/red]\n{exc}", highlight=False)
+        return 2
+    # Imported here: Ray and torch take seconds to import, not worth it for a bad spec.
+    from worker.driver import run_sweep
+    from worker.report_table import render_report
+    from worker.tracking import tracking_uri_from_env
+
+    tracking_uri = tracking_uri_from_env()
+    spec = definition.spec
+    console.print(
+        f"sweep [bold]{definition.sweep_id}[/bold]: {len(spec.trials())} trials "
+        f"({', '.join(spec.methods)}) · MLflow {tracking_uri}",
+        highlight=False,
+    )
+    result = run_sweep(
+        spec,
+        sweep_id=definition.sweep_id,
+        storage_path=args.storage,
+        tracking_uri=tracking_uri,
+        ray_address=args.ray_address,
+        show_progress=not args.no_progress,
+    )
+    render_report(result.report, Console())
+    for record in result.trials:
+        if record.logging:
+            console.print(f"{record.outcome.trial_id}: {record.logging}", highlight=False)
+    backend = tracking_uri if tracking_uri.startswith(("sqlite", "postgresql", "mysql")) else None
+    if backend:
+        console.print(
+            f"Compare runs in the MLflow UI: mlflow ui --backend-store-uri {backend}",
+            highlight=False,
+        )
+    else:
+        console.print(f"Compare runs in the MLflow UI at {tracking_uri}", highlight=False)
+    failed = result.report["trial_counts"].get("failed", 0)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""The sweep driver: expand the spec, run every trial as a Ray Tune trial, write the report.
+
+A driver started again for the same sweep (same id, same storage path) restores the Tune
+experiment (``Tuner.restore(..., resume_errored=True)``): finished trials are not re-run,
+interrupted ones resume from their checkpoints, and MLflow runs are found again by tag.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from ray import tune
+
+from core.reporting import TrialOutcome, build_report
+from core.spec import SweepSpec, TrialConfig
+from worker.callbacks import TrialEvents
+from worker.events import EventSink, NullSink, register_sink
+from worker.tracking import ensure_experiment, ensure_parent_run, log_sweep_report
+from worker.tracking.resilient import ResilientClient
+from worker.trainable import (
+    ERROR_KEY,
+    LOGGING_KEY,
+    PER_SAMPLE_FILE,
+    RUN_ID_KEY,
+    STATUS_KEY,
+    TrackingSettings,
+    run_trial,
+)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    outcome: TrialOutcome
+    mlflow_run_id: str | None
+    logging: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    sweep_id: str
+    spec: SweepSpec
+    trials: list[TrialRecord]
+    report: dict[str, Any]
+    parent_run_id: str | None
+    tracking_uri: str
+    experiment_path: str
+
+
+def default_storage() -> Path:
+    return Path(os.environ.get("DUALTUNE_DATA_DIR", Path.home() / ".dualtune")) / "tune"
+
+
+def _resources(spec: SweepSpec) -> dict[str, float]:
+    return {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+
+
+def _init_ray(address: str | None) -> None:
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(
+            include_dashboard=False,
+            log_to_driver=False,
+            num_cpus=int(os.environ.get("DUALTUNE_NUM_CPUS", os.cpu_count() or 1)),
+        )
+
+
+def _outcome(trial: TrialConfig, result: tune.Result | None) -> TrialRecord:
+    metrics: dict[str, Any] = dict(result.metrics or {}) if result is not None else {}
+    status = str(metrics.get(STATUS_KEY, "failed"))
+    error = metrics.get(ERROR_KEY)
+    if result is not None and result.error is not None:
+        status, error = "failed", f"{type(result.error).__name__}: {result.error}"
+    if status == "running":  # the trial stopped without its final report
+        status = "failed"
+    numeric = {
+        k: float(v)
+        for k, v in metrics.items()
+        if "/" in k and isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    return TrialRecord(
+        TrialOutcome(
+            trial.trial_id,
+            trial.method,
+            dict(trial.params),
+            status,
+            numeric,
+            str(error) if error else None,
+        ),
+        str(metrics.get(RUN_ID_KEY) or "") or None,
+        str(metrics.get(LOGGING_KEY) or ""),
+        int(metrics.get("attempts", 1) or 1),
+    )
+
+
+def _final_train_losses(result: tune.Result | None) -> np.ndarray | None:
+    if result is None or result.checkpoint is None:
+        return None
+    with result.checkpoint.as_directory() as directory:
+        path = Path(directory) / PER_SAMPLE_FILE
+        if not path.exists():
+            return None
+        with np.load(path) as data:
+            return np.asarray(data["train_loss"])
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    sweep_id: str,
+    storage_path: Path | None = None,
+    tracking_uri: str,
+    sink: EventSink | None = None,
+    ray_address: str | None = None,
+    show_progress: bool = True,
+) -> SweepResult:
+    """Run (or resume) sweep ``sweep_id`` to the end and return its trials and report."""
+    storage = Path(storage_path or default_storage()).resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    trials = spec.trials()
+    by_id = {t.trial_id: t for t in trials}
+    register_sink(sweep_id, sink or NullSink())
+
+    client = ResilientClient(tracking_uri)
+    experiment_id = ensure_experiment(client, spec.name)
+    parent_run_id = (
+        ensure_parent_run(
+            client,
+            experiment_id,
+            sweep_id=sweep_id,
+            sweep_name=spec.name,
+            params={"sweep.trials": str(len(trials)), "sweep.methods": ",".join(spec.methods)},
+        )
+        if experiment_id is not None
+        else None
+    )
+    tracking = TrackingSettings(tracking_uri, spec.name, sweep_id, parent_run_id)
+
+    _init_ray(ray_address)
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            run_trial,
+            trials={t.trial_id: t.model_dump(mode="json") for t in trials},
+            tracking=tracking,
+        ),
+        _resources(spec),
+    )
+    experiment_path = str(storage / sweep_id)
+    if tune.Tuner.can_restore(experiment_path):
+        tuner = tune.Tuner.restore(experiment_path, trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial_id": tune.grid_search([t.trial_id for t in trials])},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=int(os.environ.get("DUALTUNE_MAX_CONCURRENT", "0")) or None,
+            ),
+            run_config=tune.RunConfig(
+                name=sweep_id,
+                storage_path=str(storage),
+                failure_config=tune.FailureConfig(max_failures=spec.limits.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                callbacks=[
+                    TrialEvents(
+                        sweep_id,
+                        len(trials),
+                        metric=spec.selection.metric,
+                        mode=spec.selection.mode,
+                        show_progress=show_progress,
+                    )
+                ],
+                verbose=0,
+            ),
+        )
+    grid = tuner.fit()
+
+    results: dict[str, tune.Result] = {}
+    for result in grid:
+        trial_id = (result.config or {}).get("trial_id")
+        if trial_id in by_id:
+            results[trial_id] = result
+    records = [_outcome(t, results.get(t.trial_id)) for t in trials]
+    report = build_report(spec, [r.outcome for r in records], sweep_id=sweep_id)
+    curves: dict[str, np.ndarray] = {}
+    for entry in report["methods"]:
+        best = entry["best"] or entry["best_infeasible"]
+        if best is None:
+            continue
+        losses = _final_train_losses(results.get(best["trial_id"]))
+        if losses is not None:
+            params = ", ".join(f"{k}={v}" for k, v in best["params"].items() if k != "seed")
+            curves[f"{entry['method']} ({params})" if params else entry["method"]] = losses
+    if parent_run_id is not None:
+        log_sweep_report(tracking_uri, parent_run_id, report, curves)
+    return SweepResult(
+        sweep_id, spec, records, report, parent_run_id, tracking_uri, experiment_path
+    )

@@ -1,0 +1,74 @@
+"""The report as a terminal table: per method, the best trial and its tail metrics vs ERM."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("train/loss_mean", "train mean"),
+    ("train/cvar_0.1", "train CVaR₀.₁"),
+    ("train/loss_max", "train max"),
+    ("train/feasible_frac", "train feasible"),
+    ("val/loss_mean", "val mean"),
+    ("val/cvar_0.1", "val CVaR₀.₁"),
+    ("val/accuracy", "val acc"),
+)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.4g}"
+
+
+def render_report(report: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    counts = report["trial_counts"]
+    sel = report["selection"]
+    bounds = ", ".join(
+        f"{k} {'≥ ' + str(b['min']) if b.get('min') is not None else ''}"
+        f"{' ' if b.get('min') is not None and b.get('max') is not None else ''}"
+        f"{'≤ ' + str(b['max']) if b.get('max') is not None else ''}"
+        for k, b in sel.get("subject_to", {}).items()
+    )
+    title = f"{report['name']} — best per method by {sel['metric']} ({sel['mode']})" + (
+        f" subject to {bounds}" if bounds else ""
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("method", style="bold")
+    table.add_column("best trial")
+    for _, header in COLUMNS:
+        table.add_column(header, justify="right")
+    erm = next((m for m in report["methods"] if m["method"] == "erm" and m["best"]), None)
+    for entry in report["methods"]:
+        best, shown = entry["best"], entry["best"] or entry["best_infeasible"]
+        if shown is None:
+            table.add_row(entry["method"], "no finished trial", *["—"] * len(COLUMNS))
+            continue
+        params = ", ".join(f"{k}={v}" for k, v in shown["params"].items())
+        label = shown["trial_id"] + (f"\n{params}" if params else "")
+        if best is None:
+            label += "\n[red]met no selection bound[/red]"
+        cells = []
+        for key, _ in COLUMNS:
+            value = shown["metrics"].get(key)
+            cell = _fmt(value)
+            if (erm is not None and entry is not erm and value is not None and "loss" in key) or (
+                erm is not None and entry is not erm and "cvar" in key and value is not None
+            ):
+                ref = erm["best"]["metrics"].get(key)
+                if ref:
+                    cell += f" ({value / ref:.2f}×)"
+            cells.append(cell)
+        table.add_row(entry["method"], label, *cells)
+    console.print(table)
+    console.print(
+        f"trials: {counts.get('succeeded', 0)} succeeded, {counts.get('diverged', 0)} diverged, "
+        f"{counts.get('failed', 0)} failed, {counts.get('cancelled', 0)} cancelled"
+        + ("   (× = ratio to ERM's best)" if erm else ""),
+        highlight=False,
+    )

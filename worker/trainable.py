@@ -1,0 +1,121 @@
+"""The Ray Tune function trainable: one dualtune trial, with checkpoints and MLflow logging.
+
+It runs ``core.fit`` with a reporter that, at each evaluation, logs the metrics to the
+trial's MLflow child run (one ``log_batch``), writes per-sample artifacts every
+``logging.per_sample_every`` epochs, and reports to Tune with a checkpoint holding the whole
+trainer state (model, optimizers, multipliers, dual state, RNG). A retried trial resumes
+from ``tune.get_checkpoint()`` and logs into the same child run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ray import tune
+
+import core
+from core.engine.errors import Diverged
+from core.engine.result import EvalReport
+from core.spec import TrialConfig
+from worker.tracking import TrialRunLogger
+
+STATE_FILE = "trainer_state.pt"
+PER_SAMPLE_FILE = "per_sample_final.npz"
+STATUS_KEY = "dualtune/status"
+RUN_ID_KEY = "dualtune/mlflow_run_id"
+LOGGING_KEY = "dualtune/logging"
+ERROR_KEY = "dualtune/error"
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    tracking_uri: str
+    experiment_name: str
+    sweep_id: str
+    parent_run_id: str | None
+
+
+def _load_state(checkpoint: tune.Checkpoint) -> dict[str, Any]:
+    with checkpoint.as_directory() as directory:
+        state: dict[str, Any] = torch.load(Path(directory) / STATE_FILE, weights_only=False)
+    return state
+
+
+def _report(
+    metrics: dict[str, Any], state: dict[str, Any], per_sample: dict[str, np.ndarray] | None = None
+) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        torch.save(state, Path(directory) / STATE_FILE)
+        if per_sample is not None:
+            np.savez_compressed(Path(directory) / PER_SAMPLE_FILE, **per_sample)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def measured_epsilon(trial: TrialConfig) -> float:
+    return float(trial.value("epsilon"))
+
+
+def run_trial(
+    config: dict[str, Any], *, trials: dict[str, dict[str, Any]], tracking: TrackingSettings
+) -> None:
+    """Tune entry point; ``config`` holds only ``trial_id``, the rest comes by parameter."""
+    trial = TrialConfig.model_validate(trials[config["trial_id"]])
+    # Several trials share a worker's cores; one thread each keeps them from thrashing.
+    torch.set_num_threads(max(1, int(os.environ.get("DUALTUNE_TORCH_THREADS", "1"))))
+    logger = TrialRunLogger(
+        tracking.tracking_uri,
+        tracking.experiment_name,
+        sweep_id=tracking.sweep_id,
+        trial_id=trial.trial_id,
+        method=trial.method,
+        params=trial.flat_params(),
+        parent_run_id=tracking.parent_run_id,
+    )
+    logger.start()
+    checkpoint = tune.get_checkpoint()
+    resume = _load_state(checkpoint) if checkpoint is not None else None
+    epsilon = measured_epsilon(trial)
+    every = trial.logging.per_sample_every
+
+    def reporter(report: EvalReport) -> None:
+        logger.log_metrics(report.epoch, report.metrics)
+        if report.is_last or report.epoch % every == 0:
+            logger.log_per_sample(report.epoch, report.per_sample(), epsilon=epsilon)
+        if report.is_last:
+            # Reported once more below, after the plots, with the logging summary.
+            final_state.update(report.state_dict())
+        else:
+            _report({**report.metrics, STATUS_KEY: "running"}, report.state_dict())
+
+    final_state: dict[str, Any] = {}
+    try:
+        result = core.fit(trial, reporter=reporter, resume=resume)
+    except Diverged as exc:
+        logger.set_status_tag("diverged")
+        summary = logger.finish("FAILED")
+        tune.report(
+            {
+                STATUS_KEY: "diverged",
+                ERROR_KEY: str(exc),
+                LOGGING_KEY: summary.message,
+                RUN_ID_KEY: logger.run_id or "",
+                "epoch": float(exc.epoch),
+            }
+        )
+        return
+    logger.log_final(result.per_sample, epsilon=epsilon)
+    logger.set_status_tag("succeeded")
+    summary = logger.finish("FINISHED")
+    final = {
+        **result.final,
+        STATUS_KEY: "succeeded",
+        LOGGING_KEY: summary.message,
+        RUN_ID_KEY: logger.run_id or "",
+    }
+    _report(final, final_state, {"train_loss": result.per_sample["train_loss"]})
