@@ -16,7 +16,7 @@ from worker.progress import SweepProgress
 from worker.trainable import ERROR_KEY, RUN_ID_KEY, STATUS_KEY
 
 
-class TrialEvents(Callback):  # type: ignore[misc]
+class TrialEvents(Callback):
     """Emits trial events to a sink and drives the progress view."""
 
     def __init__(

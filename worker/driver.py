@@ -183,7 +183,8 @@ def run_sweep(
     grid = tuner.fit()
 
     results: dict[str, tune.Result] = {}
-    for result in grid:
+    for i in range(len(grid)):
+        result = grid[i]
         trial_id = (result.config or {}).get("trial_id")
         if trial_id in by_id:
             results[trial_id] = result

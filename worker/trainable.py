@@ -53,7 +53,9 @@ def _report(
     with tempfile.TemporaryDirectory() as directory:
         torch.save(state, Path(directory) / STATE_FILE)
         if per_sample is not None:
-            np.savez_compressed(Path(directory) / PER_SAMPLE_FILE, **per_sample)
+            np.savez_compressed(
+                Path(directory) / PER_SAMPLE_FILE, train_loss=per_sample["train_loss"]
+            )
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
@@ -109,7 +111,7 @@ def run_trial(
             }
         )
         return
-    logger.log_final(result.per_sample, epsilon=epsilon)
+    logger.log_final(result.per_sample, epsilon=epsilon, multipliers=result.multipliers)
     logger.set_status_tag("succeeded")
     summary = logger.finish("FINISHED")
     final = {

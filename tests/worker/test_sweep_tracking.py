@@ -1,5 +1,6 @@
 """A sweep on real Ray Tune lands in real MLflow exactly as ARCHITECTURE §3.5 lays out."""
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -115,6 +116,15 @@ def test_grid_sweep_makes_one_parent_and_a_child_per_trial(
     assert {a.path for a in client.list_artifacts(result.parent_run_id, "plots")} == {
         "plots/compare_loss_cdf.png"
     }
-    report = mlflow.artifacts.load_dict(f"runs:/{result.parent_run_id}/report.json")
+    report = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=result.parent_run_id,
+                artifact_path="report.json",
+                dst_path=str(tmp_path / "dl"),
+                tracking_uri=tracking_uri,
+            )
+        ).read_text()
+    )
     assert [m["method"] for m in report["methods"]] == ["erm", "rfl"]
     assert all(m["best"] is not None for m in report["methods"])
