@@ -17,15 +17,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# One sweep (erm / fl / rfl over ε × α × dual lr on digits) on local Ray, logged to the local
+# MLflow store ./mlflow.db; prints the report table and how to open the MLflow UI.
 demo: install
-	$(BIN)/dualtune validate examples/two_moons_fl.yaml
-	$(BIN)/python -m core.demo examples/two_moons_fl.yaml
+	$(BIN)/dualtune run examples/fl_vs_erm.yaml
 
+# Ray tests share one xdist worker (group "ray"): two local Ray runtimes on 2 cores would
+# starve each other.
 test: install
-	$(BIN)/python -m pytest -n 2 --timeout 900
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --timeout 900
 
 test-fast: install
-	$(BIN)/python -m pytest -n 2 -m "not slow"
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

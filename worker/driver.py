@@ -22,6 +22,7 @@ from worker.callbacks import TrialEvents
 from worker.events import EventSink, NullSink, register_sink
 from worker.tracking import ensure_experiment, ensure_parent_run, log_sweep_report
 from worker.tracking.resilient import ResilientClient
+from worker.tracking.sweep_run import final_train_losses
 from worker.trainable import (
     ERROR_KEY,
     LOGGING_KEY,
@@ -50,6 +51,11 @@ class SweepResult:
     parent_run_id: str | None
     tracking_uri: str
     experiment_path: str
+
+
+# A trial checkpoints at every evaluation by design (exact resume after a kill); Tune's
+# warning that this forces frequent experiment snapshots is expected, not actionable.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
 def default_storage() -> Path:
@@ -142,7 +148,9 @@ def run_sweep(
         if experiment_id is not None
         else None
     )
-    tracking = TrackingSettings(tracking_uri, spec.name, sweep_id, parent_run_id)
+    tracking = TrackingSettings(
+        tracking_uri, spec.name, sweep_id, parent_run_id, retry_budget_s=client.budget_s
+    )
 
     _init_ray(ray_address)
     trainable = tune.with_resources(
@@ -190,12 +198,16 @@ def run_sweep(
             results[trial_id] = result
     records = [_outcome(t, results.get(t.trial_id)) for t in trials]
     report = build_report(spec, [r.outcome for r in records], sweep_id=sweep_id)
+    by_run = {r.outcome.trial_id: r.mlflow_run_id for r in records if r.mlflow_run_id}
     curves: dict[str, np.ndarray] = {}
     for entry in report["methods"]:
         best = entry["best"] or entry["best_infeasible"]
         if best is None:
             continue
         losses = _final_train_losses(results.get(best["trial_id"]))
+        run_id = best.get("mlflow_run_id") or by_run.get(best["trial_id"])
+        if losses is None and run_id:
+            losses = final_train_losses(tracking_uri, run_id)
         if losses is not None:
             params = ", ".join(f"{k}={v}" for k, v in best["params"].items() if k != "seed")
             curves[f"{entry['method']} ({params})" if params else entry["method"]] = losses

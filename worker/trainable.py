@@ -39,6 +39,9 @@ class TrackingSettings:
     experiment_name: str
     sweep_id: str
     parent_run_id: str | None
+    retry_budget_s: float
+    """The driver's ``DUALTUNE_MLFLOW_RETRY_BUDGET_S``: Ray workers do not see the driver's
+    environment as it is now, so it travels with the trial."""
 
 
 def _load_state(checkpoint: tune.Checkpoint) -> dict[str, Any]:
@@ -78,7 +81,21 @@ def run_trial(
         method=trial.method,
         params=trial.flat_params(),
         parent_run_id=tracking.parent_run_id,
+        retry_budget_s=tracking.retry_budget_s,
     )
+    done = logger.completed()
+    if done is not None:
+        # Finished before a restart that Tune had not recorded: report, do not re-run.
+        tune.report(
+            {
+                **done.metrics,
+                STATUS_KEY: done.status,
+                ERROR_KEY: done.error or "",
+                LOGGING_KEY: "",
+                RUN_ID_KEY: logger.run_id or "",
+            }
+        )
+        return
     logger.start()
     checkpoint = tune.get_checkpoint()
     resume = _load_state(checkpoint) if checkpoint is not None else None
@@ -99,7 +116,7 @@ def run_trial(
     try:
         result = core.fit(trial, reporter=reporter, resume=resume)
     except Diverged as exc:
-        logger.set_status_tag("diverged")
+        logger.set_status_tag("diverged", str(exc))
         summary = logger.finish("FAILED")
         tune.report(
             {

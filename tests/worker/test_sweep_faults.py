@@ -42,7 +42,7 @@ def test_killed_trial_process_resumes_from_checkpoint_with_identical_results(
         task={"name": "digits"},
         methods=["rfl"],
         grid={"epsilon": 0.2, "alpha": 1.0, "dual_lr": 0.1},
-        train={"epochs": 12, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.003}},
+        train={"epochs": 30, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.003}},
         limits={"max_trials": 10, "max_failures": 2},
     )
     killed: list[int] = []
@@ -51,11 +51,13 @@ def test_killed_trial_process_resumes_from_checkpoint_with_identical_results(
     def kill_after_first_checkpoint() -> None:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not killed:
-            if list(storage.rglob("checkpoint_000002")):
+            # Tune keeps one checkpoint: any from the third evaluation on means the trial
+            # has state to resume from and epochs left to run.
+            if any(int(p.name.rsplit("_", 1)[1]) >= 2 for p in storage.rglob("checkpoint_*")):
                 for proc in trial_processes():
                     os.kill(proc.pid, signal.SIGKILL)
                     killed.append(proc.pid)
-            time.sleep(0.2)
+            time.sleep(0.05)
 
     watcher = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
     watcher.start()
@@ -73,7 +75,7 @@ def test_killed_trial_process_resumes_from_checkpoint_with_identical_results(
 
     reference = core.fit(spec.trials()[0]).final
     for name, value in reference.items():
-        if not name.startswith("time/"):
+        if "/" in name and not name.startswith("time/"):
             assert record.outcome.metrics[name] == pytest.approx(value, rel=1e-6, abs=1e-6), name
 
     client = MlflowClient(tracking_uri)
@@ -166,14 +168,14 @@ def test_mlflow_outage_mid_sweep_every_trial_finishes_and_names_the_loss(
     spec = small_spec(
         methods=["fl"],
         grid={"epsilon": [0.1, 0.3], "dual_lr": 0.1},
-        train={"epochs": 8, "batch_size": 16, "optimizer": {"name": "adam", "lr": 0.01}},
+        train={"epochs": 20, "batch_size": 16, "optimizer": {"name": "adam", "lr": 0.01}},
     )
     storage = tmp_path / "tune"
 
     def stop_server_after_first_checkpoint() -> None:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            if list(storage.rglob("checkpoint_000001")):
+            if any(int(p.name.rsplit("_", 1)[1]) >= 1 for p in storage.rglob("checkpoint_*")):
                 os.killpg(server.pid, signal.SIGTERM)
                 return
             time.sleep(0.1)
@@ -188,7 +190,7 @@ def test_mlflow_outage_mid_sweep_every_trial_finishes_and_names_the_loss(
     assert [r.outcome.status for r in result.trials] == ["succeeded", "succeeded"]
     for record in result.trials:
         assert "not logged" in record.logging
-        assert "metrics epoch 8" in record.logging
+        assert "metrics epoch 20" in record.logging
 
 
 def test_a_killed_driver_started_again_finishes_without_rerunning_finished_trials(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
@@ -108,3 +109,20 @@ def log_sweep_report(
     if missing:
         return f"not logged to MLflow: {', '.join(missing)} ({client.last_error})"
     return ""
+
+
+def final_train_losses(tracking_uri: str, run_id: str) -> np.ndarray | None:
+    """The last logged ``per_sample/train_epoch*.parquet``'s losses of a child run, or
+    ``None`` (for trials whose checkpoint no longer holds them)."""
+    client = ResilientClient(tracking_uri, budget_s=5.0)
+    ok, listing = client.call(lambda c: c.list_artifacts(run_id, "per_sample"))
+    if not ok or not listing:
+        return None
+    names = sorted(a.path for a in listing if Path(a.path).name.startswith("train_epoch"))
+    if not names:
+        return None
+    with tempfile.TemporaryDirectory() as directory:
+        ok, path = client.call(lambda c: c.download_artifacts(run_id, names[-1], directory))
+        if not ok or path is None:
+            return None
+        return np.asarray(pd.read_parquet(path)["loss"].to_numpy())

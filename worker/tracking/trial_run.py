@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 
 from worker.tracking import per_sample as tables
@@ -67,6 +67,13 @@ class LoggingSummary:
         )
 
 
+@dataclass(frozen=True)
+class CompletedRun:
+    status: str
+    metrics: dict[str, float]
+    error: str | None
+
+
 @dataclass
 class _Operation:
     description: str
@@ -84,6 +91,7 @@ class TrialRunLogger:
     method: str
     params: dict[str, str]
     parent_run_id: str | None = None
+    retry_budget_s: float | None = None
     run_id: str | None = None
     _client: ResilientClient = field(init=False)
     _queue: list[_Operation] = field(init=False, default_factory=list)
@@ -93,7 +101,7 @@ class TrialRunLogger:
     _spool: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        self._client = ResilientClient(self.tracking_uri)
+        self._client = ResilientClient(self.tracking_uri, budget_s=self.retry_budget_s)
         self._spool = Path(tempfile.mkdtemp(prefix=f"dualtune-{self.trial_id}-"))
 
     # -- the queue
@@ -137,17 +145,10 @@ class TrialRunLogger:
         experiment = client.get_experiment_by_name(self.experiment_name)
         if experiment is None:
             raise RuntimeError(f"experiment {self.experiment_name!r} does not exist")
-        found = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=(
-                f"tags.`dualtune.sweep_id` = '{self.sweep_id}' "
-                f"and tags.`dualtune.trial_id` = '{self.trial_id}'"
-            ),
-            max_results=1,
-        )
-        if found:
-            run_id = str(found[0].info.run_id)
-            if found[0].info.status != "RUNNING":
+        found = self._find_run(client)
+        if found is not None:
+            run_id = str(found.info.run_id)
+            if found.info.status != "RUNNING":
                 client.update_run(run_id, status="RUNNING")
             return run_id
         tags = {
@@ -161,6 +162,37 @@ class TrialRunLogger:
             tags["mlflow.parentRunId"] = self.parent_run_id
         run = client.create_run(experiment.experiment_id, tags=tags, run_name=self.trial_id)
         return str(run.info.run_id)
+
+    def _find_run(self, client: MlflowClient) -> Run | None:
+        experiment = client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            return None
+        found = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=(
+                f"tags.`dualtune.sweep_id` = '{self.sweep_id}' "
+                f"and tags.`dualtune.trial_id` = '{self.trial_id}'"
+            ),
+            max_results=1,
+        )
+        return found[0] if found else None
+
+    def completed(self) -> CompletedRun | None:
+        """The trial's outcome if its child run already finished it (a driver or a Tune trial
+        restarted after the trial's end but before Tune recorded it): the trial must not run
+        again. ``None`` when it did not, or when MLflow cannot say."""
+        ok, run = self._client.call(self._find_run, budget_s=min(5.0, self._client.budget_s))
+        if not ok or run is None or run.info.status != "FINISHED":
+            return None
+        status = run.data.tags.get("dualtune.status")
+        if status not in ("succeeded", "diverged"):
+            return None
+        self.run_id = str(run.info.run_id)
+        return CompletedRun(
+            status,
+            {k: float(v) for k, v in run.data.metrics.items()},
+            run.data.tags.get("dualtune.error"),
+        )
 
     # -- what a trial logs
     def start(self) -> None:
@@ -207,8 +239,10 @@ class TrialRunLogger:
         plots.multipliers(per_sample, multipliers, directory / "plots" / "multipliers.png", title)
         self._enqueue("final artifacts", lambda c, r: c.log_artifacts(r, str(directory)))
 
-    def set_status_tag(self, status: str) -> None:
+    def set_status_tag(self, status: str, error: str | None = None) -> None:
         tag = [RunTag("dualtune.status", status)]
+        if error:
+            tag.append(RunTag("dualtune.error", error[:5000]))
         self._enqueue(f"status {status}", lambda c, r: c.log_batch(r, tags=tag))
 
     def finish(self, status: str) -> LoggingSummary:
