@@ -36,7 +36,7 @@ def _load(path: Path) -> SweepSpec:
     try:
         return load_spec(path)
     except SpecError as exc:
-        errors.print(f"[red]invalid spec {path}[/red]\n{exc}", highlight=False)
+        errors.print(f"[red]invalid spec {path}[/red]\n{exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 

@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         definition = SpecFileSource(args.spec, args.sweep_id).load()
     except SpecError as exc:
-        console.print(f"[red]invalid spec {args.spec}[/red]\n{exc}", highlight=False)
+        console.print(
+            f"[red]invalid spec {args.spec}[/red]\n{exc}", highlight=False, soft_wrap=True
+        )
         return 2
     # Imported here: Ray and torch take seconds to import, not worth it for a bad spec.
     from worker.driver import run_sweep
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         ray_address=args.ray_address,
         show_progress=not args.no_progress,
     )
-    render_report(result.report, Console())
+    # Piped or logged output is not cut at 80 columns: the table is the point of the run.
+    render_report(result.report, Console(width=None if sys.stdout.isatty() else 200))
     for record in result.trials:
         if record.logging:
             console.print(f"{record.outcome.trial_id}: {record.logging}", highlight=False)

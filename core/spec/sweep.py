@@ -178,7 +178,14 @@ class SweepSpec(BaseModel):
             },
         )
         out: list[TrialConfig] = []
+        grid_epsilon = self.grid.epsilon
         for method in self.methods:
+            reads_epsilon = "epsilon" in METHODS[method].grid_keys
+            metric_epsilon = (
+                min(grid_epsilon)
+                if grid_epsilon and not reads_epsilon and self.constraint.uses_epsilon
+                else None
+            )
             for params in method_points(self, method):
                 out.append(
                     TrialConfig.model_validate(
@@ -188,6 +195,7 @@ class SweepSpec(BaseModel):
                             "params": params,
                             "trial_id": trial_id(method, params),
                             "index": len(out),
+                            "metric_epsilon": metric_epsilon,
                         }
                     )
                 )

@@ -33,6 +33,9 @@ class TrialConfig(BaseModel):
     resources: Resources = Resources()
     limits: Limits = Limits()
     logging: Logging = Logging()
+    metric_epsilon: float | None = None
+    """The ε a trial whose method ignores ε (ERM) is measured at: the sweep's strictest
+    (smallest) grid ε, so its feasible share and violations sit beside the others'."""
 
     @model_validator(mode="after")
     def _method_and_params(self) -> TrialConfig:
@@ -69,6 +72,8 @@ class TrialConfig(BaseModel):
         ``dual.optimizer`` (0 with gradient ascent)."""
         if key in self.params:
             return self.params[key]
+        if key == "epsilon" and self.metric_epsilon is not None:
+            return self.metric_epsilon
         method_defaults = METHODS[self.method].defaults
         if key in method_defaults:
             return method_defaults[key]

@@ -109,3 +109,12 @@ def test_trial_config_round_trips_through_json() -> None:
 
     for t in spec().trials():
         assert TrialConfig.model_validate_json(t.model_dump_json()) == t
+
+
+def test_erm_is_measured_at_the_strictest_grid_epsilon() -> None:
+    trials = spec().trials()
+    erm = next(t for t in trials if t.method == "erm")
+    assert erm.value("epsilon") == 0.1
+    assert "epsilon" not in erm.params  # it does not multiply ERM's trials
+    fl = [t for t in trials if t.method == "fl"]
+    assert sorted({t.value("epsilon") for t in fl}) == [0.1, 0.2, 0.3]

@@ -1,0 +1,64 @@
+"""The ``dualtune`` command line on specs: clear messages, exit codes, no stack traces."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from service.cli import app
+
+runner = CliRunner()
+
+
+def test_validate_lists_the_method_aware_expansion() -> None:
+    result = runner.invoke(app, ["validate", "examples/fl_vs_erm.yaml"])
+    assert result.exit_code == 0, result.output
+    assert "13 trials" in result.output
+    assert "per method: erm 1, fl 4, rfl 8" in result.output
+
+
+def test_an_invalid_spec_names_the_field_and_exits_2_without_a_traceback(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(
+        "name: bad\ntask: {name: two_moons}\nconstraint: {kind: sample_loss}\nmethods: [fl, sal]\n"
+    )
+    for command in ("validate", "run"):
+        result = runner.invoke(app, [command, str(spec)])
+        assert result.exit_code == 2
+        assert "methods.1: method 'sal' does not apply to constraint kind" in result.output
+        assert "Traceback" not in result.output
+
+
+def test_a_missing_spec_file_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["validate", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert "cannot read" in result.output
+
+
+def test_catalog_lists_tasks_methods_and_kinds() -> None:
+    result = runner.invoke(app, ["catalog"])
+    assert result.exit_code == 0
+    for name in ("two_moons", "iris_svm", "rfl", "sal", "group_rate", "orthogonality"):
+        assert name in result.output
+
+
+def test_the_worker_entry_point_rejects_a_bad_spec_before_starting_ray(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: bad\ntask: {name: mnist}\nconstraint: {kind: sample_loss}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "run", str(spec)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "task.name: unknown task 'mnist'" in done.stderr
+    assert "methods: Field required" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("path", sorted(Path("examples").glob("*.yaml")))
+def test_every_example_validates(path: Path) -> None:
+    assert runner.invoke(app, ["validate", str(path)]).exit_code == 0
