@@ -28,10 +28,44 @@ def _p1p2(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _verdicts(p: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    lines = ["## Against the targets", ""]
+    for row in p["problems"]:
+        worst = max(row["P1"].values())
+        lines.append(
+            f"* P1 on {row['problem']}: worst {worst:.3f} — "
+            + ("**met** (≤ 1.05)." if worst <= 1.05 else "**missed** (target ≤ 1.05).")
+            + f" P2 {row['P2']:.3f} — "
+            + ("**met** (≤ 0.8)." if row["P2"] <= 0.8 else "**missed** (target ≤ 0.8).")
+        )
+    lines += [
+        "",
+        "The constrained step adds a fixed cost per step (gather the batch's multipliers, the "
+        "weighted sum, the dual update and scatter back: a handful of small kernels, "
+        "≈0.05–0.1 ms on this CPU). On a model whose ERM step is 0.3 ms that is 15–40 %; on a "
+        "3 ms step it is ≈5 %. Against Cooper the saving is the same fixed cost: large on small "
+        "models, smaller on larger ones.",
+        "",
+        f"* Sweep: dualtune takes {s['dualtune_over_plain_tune']:.2f}× the wall time of plain "
+        "Ray Tune on the same grid (it also checkpoints at every evaluation, logs every metric, "
+        "per-sample tables and plots to MLflow). Both are far from the "
+        f"{s['one_process_s']:.0f} s the trials take in one process: Ray's per-trial start-up "
+        "dominates small trials. Trial packing (several trials per Ray trial) is what closes "
+        "that gap; it is not built yet.",
+        "",
+    ]
+    return lines
+
+
 def main() -> None:
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     p = step_overhead.main([])
     s = sweep_overhead.main([])
+    OUT.write_text(render(p, s, started))
+    print(f"wrote {OUT}")
+
+
+def render(p: dict[str, Any], s: dict[str, Any], started: str) -> str:
     text = [
         "# Benchmarks",
         "",
@@ -61,9 +95,9 @@ def main() -> None:
         f"dualtune ÷ plain Tune = {s['dualtune_over_plain_tune']:.2f}; "
         f"dualtune ÷ one process = {s['dualtune_over_one_process']:.2f}.",
         "",
+        *_verdicts(p, s),
     ]
-    OUT.write_text("\n".join(text))
-    print(f"wrote {OUT}")
+    return "\n".join(text)
 
 
 if __name__ == "__main__":
