@@ -35,6 +35,17 @@ def trial_processes() -> list[psutil.Process]:
     return found
 
 
+def latest_checkpoint(storage: Path) -> int:
+    """The highest checkpoint number under a Tune storage path (−1 if none). Tune creates
+    and deletes checkpoint folders while we look, so a vanished folder is not an error."""
+    latest = -1
+    for _, dirs, _ in os.walk(storage, onerror=lambda _: None):
+        for name in dirs:
+            if name.startswith("checkpoint_") and name[11:].isdigit():
+                latest = max(latest, int(name[11:]))
+    return latest
+
+
 def test_killed_trial_process_resumes_from_checkpoint_with_identical_results(
     local_ray: None, tracking_uri: str, tmp_path: Path
 ) -> None:
@@ -53,7 +64,7 @@ def test_killed_trial_process_resumes_from_checkpoint_with_identical_results(
         while time.monotonic() < deadline and not killed:
             # Tune keeps one checkpoint: any from the third evaluation on means the trial
             # has state to resume from and epochs left to run.
-            if any(int(p.name.rsplit("_", 1)[1]) >= 2 for p in storage.rglob("checkpoint_*")):
+            if latest_checkpoint(storage) >= 2:
                 for proc in trial_processes():
                     os.kill(proc.pid, signal.SIGKILL)
                     killed.append(proc.pid)
@@ -175,8 +186,9 @@ def test_mlflow_outage_mid_sweep_every_trial_finishes_and_names_the_loss(
     def stop_server_after_first_checkpoint() -> None:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            if any(int(p.name.rsplit("_", 1)[1]) >= 1 for p in storage.rglob("checkpoint_*")):
-                os.killpg(server.pid, signal.SIGTERM)
+            if latest_checkpoint(storage) >= 1:
+                os.killpg(server.pid, signal.SIGKILL)  # the server dies, mid-sweep
+                server.wait()
                 return
             time.sleep(0.1)
 
