@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         f"sweep [bold]{definition.sweep_id}[/bold]: {len(spec.trials())} trials "
         f"({', '.join(spec.methods)}) · MLflow {tracking_uri}",
         highlight=False,
+        soft_wrap=True,
     )
     result = run_sweep(
         spec,
@@ -67,9 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         console.print(
             f"Compare runs in the MLflow UI: mlflow ui --backend-store-uri {backend}",
             highlight=False,
+            soft_wrap=True,
         )
     else:
-        console.print(f"Compare runs in the MLflow UI at {tracking_uri}", highlight=False)
+        console.print(
+            f"Compare runs in the MLflow UI at {tracking_uri}", highlight=False, soft_wrap=True
+        )
     failed = result.report["trial_counts"].get("failed", 0)
     return 1 if failed else 0
 
