@@ -23,27 +23,44 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def _cdf_figure(
+    curves: dict[str, np.ndarray],
+    epsilon: float | None,
+    path: Path,
+    title: str,
+    xlabel: str,
+    size: tuple[float, float],
+    legend_size: int,
+) -> Path:
+    """Empirical CDFs of several loss arrays on one log-scaled axis, with the ε line."""
+    fig = Figure(figsize=size)
+    ax = fig.subplots()
+    for label, losses in curves.items():
+        x, y = _cdf(losses)
+        ax.step(x, y, where="post", label=label)
+    if epsilon is not None:
+        ax.axvline(epsilon, color="black", linestyle="--", linewidth=1, label=f"ε = {epsilon:g}")
+    ax.set_xscale("symlog", linthresh=1e-3)
+    ax.set_xlim(left=0)  # losses are ≥ 0: no empty negative half
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("share of samples ≤ loss")
+    ax.set_ylim(0, 1.01)
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=legend_size)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def loss_cdf(
     per_sample: dict[str, np.ndarray], epsilon: float | None, path: Path, title: str
 ) -> Path:
     """Empirical CDFs of the per-sample train and val losses, with the ε line."""
-    fig = Figure(figsize=(6.4, 4.2))
-    ax = fig.subplots()
-    for split in ("train", "val"):
-        key = f"{split}_loss"
-        if key in per_sample:
-            x, y = _cdf(per_sample[key])
-            ax.step(x, y, where="post", label=f"{split} (n={x.size})")
-    if epsilon is not None:
-        ax.axvline(epsilon, color="black", linestyle="--", linewidth=1, label=f"ε = {epsilon:g}")
-    ax.set_xscale("symlog", linthresh=1e-3)
-    ax.set_xlabel("per-sample loss")
-    ax.set_ylabel("share of samples ≤ loss")
-    ax.set_ylim(0, 1.01)
-    ax.set_title(title)
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
+    curves = {
+        f"{split} (n={per_sample[f'{split}_loss'].size})": per_sample[f"{split}_loss"]
+        for split in ("train", "val")
+        if f"{split}_loss" in per_sample
+    }
+    return _cdf_figure(curves, epsilon, path, title, "per-sample loss", (6.4, 4.2), 10)
 
 
 def multipliers(
@@ -82,18 +99,4 @@ def compare_loss_cdf(
     curves: dict[str, np.ndarray], epsilon: float | None, path: Path, title: str
 ) -> Path:
     """Train-loss CDFs of each method's best trial on one axis."""
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.subplots()
-    for label, losses in curves.items():
-        x, y = _cdf(losses)
-        ax.step(x, y, where="post", label=label)
-    if epsilon is not None:
-        ax.axvline(epsilon, color="black", linestyle="--", linewidth=1, label=f"ε = {epsilon:g}")
-    ax.set_xscale("symlog", linthresh=1e-3)
-    ax.set_xlabel("per-sample train loss")
-    ax.set_ylabel("share of samples ≤ loss")
-    ax.set_ylim(0, 1.01)
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _cdf_figure(curves, epsilon, path, title, "per-sample train loss", (7, 4.5), 8)
