@@ -77,12 +77,26 @@ def _entry(outcome: TrialOutcome) -> dict[str, Any]:
     }
 
 
+def _ratios(entry: dict[str, Any], erm: dict[str, Any]) -> dict[str, float]:
+    """The method's best over ERM's best, for each table metric both have (ERM not zero)."""
+    shown = entry["best"] or entry["best_infeasible"]
+    if shown is None:
+        return {}
+    ratios: dict[str, float] = {}
+    for key, value in shown["metrics"].items():
+        ref = erm["best"]["metrics"].get(key)
+        if value is not None and ref:
+            ratios[key] = value / ref
+    return ratios
+
+
 def build_report(
     spec: SweepSpec, outcomes: Sequence[TrialOutcome], *, sweep_id: str
 ) -> dict[str, Any]:
     """The report: counts by status, and per method the best succeeded trial that meets
     every ``selection.subject_to`` bound, by ``selection.metric``/``mode``. When none meets
-    them, ``best`` is null and ``best_infeasible`` names the trial closest to the bounds."""
+    them, ``best`` is null and ``best_infeasible`` names the trial closest to the bounds.
+    ``vs_erm`` holds each method's table metrics as ratios to ERM's best (when ERM ran)."""
     sel = spec.selection
     counts = dict.fromkeys(FINAL_STATES, 0)
     for o in outcomes:
@@ -111,6 +125,9 @@ def build_report(
                 "best_infeasible": _entry(infeasible) if infeasible else None,
             }
         )
+    erm = next((m for m in methods if m["method"] == "erm" and m["best"]), None)
+    for entry in methods:
+        entry["vs_erm"] = _ratios(entry, erm) if erm is not None and entry is not erm else {}
     return {
         "sweep_id": sweep_id,
         "name": spec.name,

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Imported here: Ray and torch take seconds to import, not worth it for a bad spec.
     from worker.driver import run_sweep
-    from worker.report_table import render_report
+    from core.report_table import render_report
     from worker.tracking import tracking_uri_from_env
 
     tracking_uri = tracking_uri_from_env()

@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): schemas, dependencies, routes and the app factory."""

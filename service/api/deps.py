@@ -1,0 +1,53 @@
+"""Request dependencies: the repository, the caller's tenant, the driver's token."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.db.repository import Repository
+from service.errors import Unauthorized
+from service.records import Tenant
+from service.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False, description="a tenant token (`dualtune token create`)")
+
+
+def _repo(request: Request) -> Repository:
+    repo: Repository = request.app.state.repo
+    return repo
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized(
+            "missing bearer token: send `Authorization: Bearer <token>` "
+            "(create one with `dualtune token create --tenant NAME`)"
+        )
+    return credentials.credentials
+
+
+def _tenant(
+    repo: Annotated[Repository, Depends(_repo)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Tenant:
+    return repo.tenant_for_token(_token(credentials))
+
+
+def _worker_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    return _token(credentials)
+
+
+Repo = Annotated[Repository, Depends(_repo)]
+CurrentTenant = Annotated[Tenant, Depends(_tenant)]
+WorkerToken = Annotated[str, Depends(_worker_token)]
+AppSettings = Annotated[Settings, Depends(_settings)]

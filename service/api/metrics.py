@@ -1,0 +1,66 @@
+"""Prometheus metrics: HTTP requests, sweeps and trials by state, launch latency."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from service.db.repository import Repository
+from service.records import SWEEP_STATES, TRIAL_STATES
+
+
+class _StateGauges(Collector):
+    """Sweeps and trials by state, read from the database at scrape time (so every replica
+    reports the same truth)."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        sweeps = GaugeMetricFamily("dualtune_sweeps", "Sweeps by state", labels=["state"])
+        trials = GaugeMetricFamily("dualtune_trials", "Trials by state", labels=["state"])
+        try:
+            by_sweep, by_trial = self.repo.sweeps_by_status(), self.repo.trials_by_status()
+        except Exception:  # a scrape must not fail because the DB blinked; readyz says so
+            return
+        for state in SWEEP_STATES:
+            sweeps.add_metric([state], by_sweep.get(state, 0))
+        for state in TRIAL_STATES:
+            trials.add_metric([state], by_trial.get(state, 0))
+        yield sweeps
+        yield trials
+
+
+class ServiceMetrics:
+    """One registry per app, so several apps (tests, replicas in one process) never clash."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "dualtune_http_requests",
+            "HTTP requests by route, method and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "dualtune_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.launch_latency = Histogram(
+            "dualtune_launch_latency_seconds",
+            "From a sweep queued (submitted or retried) to its driver launched",
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900),
+            registry=self.registry,
+        )
+        self.launches = Counter(
+            "dualtune_driver_launches",
+            "Driver launches by outcome (launched, relaunched, failed)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.registry.register(_StateGauges(repo))

@@ -1,0 +1,1 @@
+"""Routes: a few lines each, one use-case call."""

@@ -1,0 +1,1 @@
+"""The service's database: rows, engine, migrations and the repository that owns them."""

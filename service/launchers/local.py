@@ -1,0 +1,114 @@
+"""The embedded default: the driver as a child process on this machine, with local Ray.
+
+Each driver gets its own process group, so stopping it takes down the Ray runtime and trial
+processes it started. A driver started by an earlier service process (the service was
+restarted) is found again by pid and start time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from service.errors import LauncherError, Unavailable
+from service.launchers.base import WORKER_TOKEN_ENV, DriverState, LaunchRequest, driver_command
+
+STOP_GRACE_S = 15.0
+
+
+def _ref(pid: int, started: float) -> str:
+    return f"local:{pid}:{started:.2f}"
+
+
+def _parse(ref: str) -> tuple[int, float]:
+    _, pid, started = ref.split(":")
+    return int(pid), float(started)
+
+
+class LocalLauncher:
+    name = "local"
+
+    def __init__(self, log_dir: Path, data_dir: Path, python: str = sys.executable) -> None:
+        self.log_dir = log_dir
+        self.data_dir = data_dir
+        self.python = python
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._stop_deadline: dict[str, float] = {}
+
+    def _log_path(self, request: LaunchRequest) -> Path:
+        return self.log_dir / f"{request.submission_id}.log"
+
+    def launch(self, request: LaunchRequest) -> str:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            **request.env,
+            WORKER_TOKEN_ENV: request.worker_token,
+            "MLFLOW_TRACKING_URI": request.tracking_uri,
+            "DUALTUNE_DATA_DIR": str(self.data_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+        try:
+            with self._log_path(request).open("ab") as log:
+                child = subprocess.Popen(
+                    driver_command(request, self.python),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            raise LauncherError(f"could not start the driver: {exc}") from exc
+        started = psutil.Process(child.pid).create_time()
+        ref = _ref(child.pid, started)
+        self._children[ref] = child
+        return ref
+
+    def state(self, ref: str) -> DriverState:
+        child = self._children.get(ref)
+        if child is not None:
+            code = child.poll()
+            if code is None:
+                return DriverState.RUNNING
+            return DriverState.EXITED if code == 0 else DriverState.FAILED
+        pid, started = _parse(ref)
+        try:
+            process = psutil.Process(pid)
+            if abs(process.create_time() - started) > 0.05:
+                return DriverState.GONE  # the pid was reused
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return DriverState.GONE
+        except psutil.NoSuchProcess:
+            return DriverState.GONE
+        return DriverState.RUNNING
+
+    def stop(self, ref: str) -> None:
+        if self.state(ref) != DriverState.RUNNING:
+            return
+        pid, _ = _parse(ref)
+        deadline = self._stop_deadline.setdefault(ref, time.monotonic() + STOP_GRACE_S)
+        sig = signal.SIGTERM if time.monotonic() < deadline else signal.SIGKILL
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError as exc:
+            raise LauncherError(f"cannot stop driver {ref}: {exc}") from exc
+
+    def logs(self, ref: str) -> str:
+        del ref
+        return ""
+
+    def log_file(self, request: LaunchRequest) -> Path:
+        return self._log_path(request)
+
+    def check_ready(self) -> None:
+        if not os.access(self.python, os.X_OK):
+            raise Unavailable(f"the driver's Python {self.python} is not executable")

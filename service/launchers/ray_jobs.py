@@ -1,0 +1,115 @@
+"""Drivers as Ray Jobs on a cluster (the Jobs API on the head's dashboard port).
+
+The submission id is derived from the sweep, its generation and launch number, so
+submitting the same launch twice (the service crashed between submit and record) adopts
+the job already there instead of starting a second driver. Ray 2.6x clusters use token
+auth: the token goes in the ``Authorization`` header of every call.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+from service.errors import LauncherError, Unavailable
+from service.launchers.base import WORKER_TOKEN_ENV, DriverState, LaunchRequest, driver_command
+
+
+def default_ray_token() -> str | None:
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    if token:
+        return token.strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    return path.read_text().strip() if path.is_file() else None
+
+
+class RayJobsLauncher:
+    name = "ray"
+
+    def __init__(
+        self, address: str, *, token: str | None = None, runtime_env: dict[str, Any] | None = None
+    ) -> None:
+        self.address = address
+        self.token = token if token is not None else default_ray_token()
+        self.runtime_env = runtime_env or {}
+        self._client: Any = None
+
+    def _jobs(self) -> Any:
+        if self._client is None:
+            try:
+                from ray.job_submission import JobSubmissionClient
+            except ImportError as exc:  # the service image may leave Ray out
+                raise Unavailable(
+                    "the ray launcher needs Ray's job client: pip install 'ray[default]'"
+                ) from exc
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+            try:
+                self._client = JobSubmissionClient(self.address, headers=headers)
+            except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ...
+                raise Unavailable(
+                    f"cannot reach the Ray Jobs API at {self.address}: {exc}"
+                ) from exc
+        return self._client
+
+    def launch(self, request: LaunchRequest) -> str:
+        jobs = self._jobs()
+        env_vars = {
+            **request.env,
+            WORKER_TOKEN_ENV: request.worker_token,
+            "MLFLOW_TRACKING_URI": request.tracking_uri,
+        }
+        runtime_env = {**self.runtime_env}
+        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env_vars}
+        try:
+            return str(
+                jobs.submit_job(
+                    entrypoint=shlex.join(driver_command(request)),
+                    submission_id=request.submission_id,
+                    runtime_env=runtime_env,
+                    metadata={"dualtune.sweep_id": request.sweep_id},
+                )
+            )
+        except Exception as exc:
+            if "already exists" in str(exc):
+                return request.submission_id  # this launch was submitted before: adopt it
+            raise LauncherError(f"Ray refused the driver job: {exc}") from exc
+
+    def state(self, ref: str) -> DriverState:
+        from ray.job_submission import JobStatus
+
+        try:
+            status = self._jobs().get_job_status(ref)
+        except Exception as exc:
+            if "does not exist" in str(exc) or "404" in str(exc):
+                return DriverState.GONE
+            raise Unavailable(f"cannot read job {ref} from Ray: {exc}") from exc
+        if status in (JobStatus.PENDING, JobStatus.RUNNING):
+            return DriverState.RUNNING
+        if status == JobStatus.SUCCEEDED:
+            return DriverState.EXITED
+        return DriverState.FAILED
+
+    def stop(self, ref: str) -> None:
+        try:
+            self._jobs().stop_job(ref)
+        except Exception as exc:
+            if "does not exist" not in str(exc):
+                raise LauncherError(f"cannot stop job {ref}: {exc}") from exc
+
+    def logs(self, ref: str) -> str:
+        try:
+            return str(self._jobs().get_job_logs(ref))
+        except Exception as exc:
+            raise LauncherError(f"cannot read the logs of job {ref}: {exc}") from exc
+
+    def check_ready(self) -> None:
+        try:
+            self._jobs().list_jobs()
+        except Unavailable:
+            raise
+        except Exception as exc:
+            raise Unavailable(
+                f"the Ray Jobs API at {self.address} does not answer: {exc}"
+            ) from exc

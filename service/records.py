@@ -1,0 +1,101 @@
+"""Frozen records: what the repository returns and the use-cases and routes work with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+SWEEP_STATES = (
+    "pending",
+    "launching",
+    "running",
+    "cancelling",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
+SWEEP_FINAL = frozenset({"succeeded", "failed", "cancelled"})
+SWEEP_ACTIVE = frozenset({"pending", "launching", "running", "cancelling"})
+TRIAL_STATES = ("pending", "running", "succeeded", "failed", "diverged", "cancelled")
+TRIAL_FINAL = frozenset({"succeeded", "failed", "diverged", "cancelled"})
+TRIAL_RETRYABLE = frozenset({"failed", "diverged", "cancelled"})
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Tenant:
+    pk: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Trial:
+    trial_id: str
+    position: int
+    method: str
+    params: dict[str, Any]
+    status: str
+    generation: int
+    attempts: int
+    metrics: dict[str, float]
+    mlflow_run_id: str | None
+    error: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Sweep:
+    pk: int
+    id: str
+    tenant_pk: int
+    name: str
+    spec: dict[str, Any]
+    status: str
+    generation: int
+    launch_count: int
+    launcher_ref: str | None
+    mlflow_experiment_id: str | None
+    mlflow_parent_run_id: str | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    launched_at: datetime | None
+    finished_at: datetime | None
+    trial_counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class NewTrial:
+    trial_id: str
+    position: int
+    method: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrialUpdate:
+    """One worker event about one trial."""
+
+    trial_id: str
+    status: str
+    attempt: int
+    metrics: dict[str, float]
+    mlflow_run_id: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """What a driver needs of its sweep: the spec, the generation, and which trials to run."""
+
+    sweep: Sweep
+    run_trial_ids: list[str]
+    trials: list[Trial]

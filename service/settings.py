@@ -1,0 +1,48 @@
+"""Service settings from ``DUALTUNE_*`` environment variables (ARCHITECTURE §3.7).
+
+Built by ``create_app()`` and the CLI, never at import: tests and the embedded stack pass
+their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DUALTUNE_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".dualtune")
+    database_url: str | None = None
+    """Default: SQLite ``{data_dir}/dualtune.db`` (WAL mode)."""
+    launcher: Literal["local", "ray", "fake"] = "local"
+    ray_address: str | None = None
+    """For the ``ray`` launcher: the Ray dashboard / Jobs API address (``http://host:8265``)."""
+    ray_auth_token: str | None = None
+    """Ray's token for clusters with token auth (default: ``RAY_AUTH_TOKEN``, else Ray's
+    token file)."""
+    mlflow_tracking_uri: str | None = None
+    """Default: SQLite ``{data_dir}/mlflow.db`` (artifacts in ``{data_dir}/mlartifacts``)."""
+    mlflow_ui_url: str | None = None
+    service_url: str | None = None
+    """How drivers reach this service (events, their sweep). Default: ``http://127.0.0.1:{port}``."""
+    port: int = 8000
+    reconcile_interval_s: float = 2.0
+    lease_s: float = 30.0
+    """A replica's claim on a sweep: another replica takes it over after this long silent."""
+    max_relaunches: int = 3
+    """Driver launches of one sweep generation before the sweep is marked failed."""
+    replica_id: str | None = None
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'dualtune.db'}"
+
+    def resolved_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+
+    def resolved_service_url(self) -> str:
+        return (self.service_url or f"http://127.0.0.1:{self.port}").rstrip("/")
