@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     # Imported here: Ray and torch take seconds to import, not worth it for a bad spec.
-    from worker.driver import run_sweep
     from core.report_table import render_report
+    from worker.driver import run_sweep
     from worker.tracking import tracking_uri_from_env
 
     tracking_uri = tracking_uri_from_env()

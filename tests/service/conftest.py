@@ -68,7 +68,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     with engine.begin() as c:
         c.execute(
             text(
-                "TRUNCATE idempotency_keys, trials, sweeps, tokens, tenants RESTART IDENTITY CASCADE"
+                "TRUNCATE idempotency_keys, trials, sweeps, tokens, tenants "
+                "RESTART IDENTITY CASCADE"
             )
         )
     engine.dispose()

@@ -20,8 +20,12 @@ SWEEP_ROUTES = [
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/api/v1/sweeps"), ("POST", "/api/v1/sweeps"), ("GET", "/api/v1/catalog")]
-    + SWEEP_ROUTES,
+    [
+        ("GET", "/api/v1/sweeps"),
+        ("POST", "/api/v1/sweeps"),
+        ("GET", "/api/v1/catalog"),
+        *SWEEP_ROUTES,
+    ],
 )
 @pytest.mark.parametrize("token", [None, "dt_not-a-real-token"])
 def test_every_api_route_needs_a_known_token(
