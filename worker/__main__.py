@@ -24,7 +24,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--ray-address", default=os.environ.get("DUALTUNE_RAY_ADDRESS"))
     run.add_argument("--no-progress", action="store_true")
+    drive = sub.add_parser(
+        "drive",
+        help="run the sweep a dualtune service launched this driver for "
+        "(token in $DUALTUNE_WORKER_TOKEN)",
+    )
+    drive.add_argument("--service-url", required=True)
+    drive.add_argument("--sweep-id", required=True)
+    drive.add_argument("--storage", type=Path, default=None)
+    drive.add_argument("--ray-address", default=os.environ.get("DUALTUNE_RAY_ADDRESS"))
     args = parser.parse_args(argv)
+    if args.command == "drive":
+        from worker.drive import drive_sweep
+
+        return drive_sweep(
+            args.service_url, args.sweep_id, storage=args.storage, ray_address=args.ray_address
+        )
 
     console = Console(stderr=True)
     from core.spec import SpecError

@@ -8,6 +8,7 @@ interrupted ones resume from their checkpoints, and MLflow runs are found again 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,13 +128,22 @@ def run_sweep(
     sink: EventSink | None = None,
     ray_address: str | None = None,
     show_progress: bool = True,
+    only: Collection[str] | None = None,
+    experiment_name: str | None = None,
+    finished: Sequence[tuple[TrialOutcome, str | None]] = (),
 ) -> SweepResult:
-    """Run (or resume) sweep ``sweep_id`` to the end and return its trials and report."""
+    """Run (or resume) sweep ``sweep_id`` to the end and return its trials and report.
+
+    ``only`` restricts the run to those trials (a retry), as Tune experiment
+    ``experiment_name``; ``finished`` are the sweep's other trials with their MLflow run
+    ids, which the report on the parent run includes."""
     storage = Path(storage_path or default_storage()).resolve()
     storage.mkdir(parents=True, exist_ok=True)
-    trials = spec.trials()
+    all_trials = spec.trials()
+    trials = [t for t in all_trials if only is None or t.trial_id in set(only)]
     by_id = {t.trial_id: t for t in trials}
-    register_sink(sweep_id, sink or NullSink())
+    sink = sink or NullSink()
+    register_sink(sweep_id, sink)
 
     client = ResilientClient(tracking_uri)
     experiment_id = ensure_experiment(client, spec.name)
@@ -143,11 +153,12 @@ def run_sweep(
             experiment_id,
             sweep_id=sweep_id,
             sweep_name=spec.name,
-            params={"sweep.trials": str(len(trials)), "sweep.methods": ",".join(spec.methods)},
+            params={"sweep.trials": str(len(all_trials)), "sweep.methods": ",".join(spec.methods)},
         )
         if experiment_id is not None
         else None
     )
+    sink.tracking(experiment_id, parent_run_id)
     tracking = TrackingSettings(
         tracking_uri, spec.name, sweep_id, parent_run_id, retry_budget_s=client.budget_s
     )
@@ -161,7 +172,7 @@ def run_sweep(
         ),
         _resources(spec),
     )
-    experiment_path = str(storage / sweep_id)
+    experiment_path = str(storage / (experiment_name or sweep_id))
     if tune.Tuner.can_restore(experiment_path):
         tuner = tune.Tuner.restore(experiment_path, trainable, resume_errored=True)
     else:
@@ -172,7 +183,7 @@ def run_sweep(
                 max_concurrent_trials=int(os.environ.get("DUALTUNE_MAX_CONCURRENT", "0")) or None,
             ),
             run_config=tune.RunConfig(
-                name=sweep_id,
+                name=experiment_name or sweep_id,
                 storage_path=str(storage),
                 failure_config=tune.FailureConfig(max_failures=spec.limits.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -197,8 +208,10 @@ def run_sweep(
         if trial_id in by_id:
             results[trial_id] = result
     records = [_outcome(t, results.get(t.trial_id)) for t in trials]
-    report = build_report(spec, [r.outcome for r in records], sweep_id=sweep_id)
+    outcomes = [r.outcome for r in records] + [o for o, _ in finished if o.trial_id not in by_id]
+    report = build_report(spec, outcomes, sweep_id=sweep_id)
     by_run = {r.outcome.trial_id: r.mlflow_run_id for r in records if r.mlflow_run_id}
+    by_run.update({o.trial_id: run for o, run in finished if run and o.trial_id not in by_id})
     curves: dict[str, np.ndarray] = {}
     for entry in report["methods"]:
         best = entry["best"] or entry["best_infeasible"]

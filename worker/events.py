@@ -1,4 +1,5 @@
-"""Trial events the driver emits (to the console now, to the service later)."""
+"""Trial events the driver emits (to the progress view, and to the service when it launched
+the driver)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,17 @@ class EventSink(Protocol):
         """Deliver an event. Must not raise: a sink outage never stops a sweep."""
         ...
 
+    def tracking(self, experiment_id: str | None, parent_run_id: str | None) -> None:
+        """Where the sweep logs in MLflow (its experiment and parent run)."""
+        ...
+
 
 class NullSink:
     def emit(self, event: TrialEvent) -> None:
         del event
+
+    def tracking(self, experiment_id: str | None, parent_run_id: str | None) -> None:
+        del experiment_id, parent_run_id
 
 
 _SINKS: dict[str, EventSink] = {}
