@@ -1,8 +1,8 @@
-"""The ``dualtune`` command line.
+"""Commands on specs: ``validate``, ``catalog``, and ``run`` (one sweep without the service).
 
-Commands that only read specs run here (no torch, no Ray). ``dualtune run`` hands the sweep
-to the worker's own entry point (``python -m worker run``) in a child process, so the
-service package never imports the training stack (ARCHITECTURE §2, §3.7).
+They read specs here (no torch, no Ray). ``dualtune run`` hands the sweep to the worker's
+own entry point (``python -m worker run``) in a child process, so the service package never
+imports the training stack (ARCHITECTURE §2, §3.7).
 """
 
 from __future__ import annotations
@@ -13,21 +13,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from core.catalog import CONSTRAINT_KINDS, METHODS, TASKS
 from core.spec import SpecError, SweepSpec, load_spec
-
-app = typer.Typer(
-    name="dualtune",
-    help="Constrained-learning sweeps on Ray Tune with MLflow tracking.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-console = Console()
-errors = Console(stderr=True)
+from service.cli.console import app, console, errors
 
 SpecPath = Annotated[Path, typer.Argument(help="sweep spec (YAML or JSON)")]
 
@@ -105,7 +95,3 @@ def run(
     if no_progress:
         command.append("--no-progress")
     raise typer.Exit(subprocess.call(command))
-
-
-def main() -> None:
-    app()

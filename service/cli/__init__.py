@@ -1,0 +1,10 @@
+"""The ``dualtune`` command line (ARCHITECTURE §3.7)."""
+
+from service.cli import client_commands, server_commands, spec_commands
+from service.cli.console import app
+
+__all__ = ["app", "client_commands", "main", "server_commands", "spec_commands"]
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,145 @@
+"""Commands that talk to a running service: submit, list, status, trials, report, cancel,
+retry. They read ``DUALTUNE_URL`` and ``DUALTUNE_TOKEN`` (else the data dir's ``token``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from core.spec import SpecError, load_spec
+from service.cli.console import app, console, fail
+from service.cli.views import SweepProgressBars, print_sweep, print_trials, render_report
+from service.client import ClientError, ServiceClient, default_token, default_url
+
+SweepId = Annotated[str, typer.Argument(help="the sweep id (sw-...)")]
+Url = Annotated[str | None, typer.Option("--url", help="default: $DUALTUNE_URL or :8000")]
+
+
+def client(url: str | None = None) -> ServiceClient:
+    token = default_token()
+    if token is None:
+        raise fail(
+            "no token: set DUALTUNE_TOKEN, or start the embedded stack with `dualtune up` "
+            "(it writes ~/.dualtune/token)"
+        )
+    return ServiceClient(url or default_url(), token)
+
+
+def _table_console() -> Console:
+    # Piped output is not cut at 80 columns: the table is the point.
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+def wait_and_report(c: ServiceClient, sweep_id: str) -> int:
+    """Progress bars until the sweep is final, then the report table; the exit status."""
+    with SweepProgressBars(console) as bars:
+        sweep = c.wait(sweep_id, bars.update)
+    print_sweep(sweep, console)
+    render_report(c.report(sweep_id), _table_console())
+    return 0 if sweep["status"] == "succeeded" else 1
+
+
+@app.command()
+def submit(
+    spec: Annotated[Path, typer.Argument(help="sweep spec (YAML or JSON)")],
+    wait: Annotated[bool, typer.Option("--wait", help="show progress, then the report")] = False,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="submitting again with the same key returns the same sweep")
+    ] = None,
+    url: Url = None,
+) -> None:
+    """Submit a sweep to the service."""
+    try:
+        loaded = load_spec(spec)
+    except SpecError as exc:
+        raise fail(f"invalid spec {spec}\n{exc}", 2) from None
+    c = client(url)
+    try:
+        sweep = c.submit(loaded.model_dump(mode="json"), idempotency_key)
+        console.print(
+            f"submitted [bold]{sweep['id']}[/bold]: {sweep['total_trials']} trials",
+            highlight=False,
+        )
+        if wait:
+            raise typer.Exit(wait_and_report(c, sweep["id"]))
+    except ClientError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command("list")
+def list_sweeps(
+    status: Annotated[str | None, typer.Option(help="only sweeps in this state")] = None,
+    url: Url = None,
+) -> None:
+    """List your sweeps, newest first."""
+    try:
+        page = client(url).sweeps(status)
+    except ClientError as exc:
+        raise fail(str(exc)) from None
+    for sweep in page["items"]:
+        print_sweep(sweep, console)
+    if not page["items"]:
+        console.print("no sweeps")
+
+
+@app.command()
+def status(sweep_id: SweepId, url: Url = None) -> None:
+    """A sweep's state, trial counts, best trial and MLflow link."""
+    try:
+        print_sweep(client(url).sweep(sweep_id), console)
+    except ClientError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def trials(
+    sweep_id: SweepId,
+    status: Annotated[str | None, typer.Option(help="only trials in this state")] = None,
+    url: Url = None,
+) -> None:
+    """A sweep's trials: params, state, attempts, the selection metric, MLflow run."""
+    try:
+        c = client(url)
+        sweep = c.sweep(sweep_id)
+        rows = list(c.trials(sweep_id, status))
+    except ClientError as exc:
+        raise fail(str(exc)) from None
+    print_trials(rows, _table_console(), sweep["spec"]["selection"]["metric"])
+
+
+@app.command()
+def report(sweep_id: SweepId, url: Url = None) -> None:
+    """Per method, the best trial and its tail metrics against ERM."""
+    try:
+        render_report(client(url).report(sweep_id), _table_console())
+    except ClientError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def cancel(sweep_id: SweepId, url: Url = None) -> None:
+    """Stop a sweep's driver; unfinished trials become cancelled."""
+    try:
+        print_sweep(client(url).cancel(sweep_id), console)
+    except ClientError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def retry(
+    sweep_id: SweepId,
+    wait: Annotated[bool, typer.Option("--wait", help="show progress, then the report")] = False,
+    url: Url = None,
+) -> None:
+    """Re-run the failed, diverged and cancelled trials of a finished sweep."""
+    try:
+        c = client(url)
+        print_sweep(c.retry(sweep_id), console)
+        if wait:
+            raise typer.Exit(wait_and_report(c, sweep_id))
+    except ClientError as exc:
+        raise fail(str(exc)) from None

@@ -1,0 +1,279 @@
+"""Commands that run the service: ``up`` (the embedded stack), ``serve`` (containers),
+``demo``, ``db upgrade`` and ``token create``."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from core.spec import SpecError, load_spec
+from service.cli.client_commands import wait_and_report
+from service.cli.console import app, console, fail
+from service.client import ClientError, ServiceClient
+from service.db.engine import make_engine
+from service.db.migrate import current_revision, head_revision, upgrade
+from service.db.repository import Repository
+from service.errors import ServiceError, Unauthorized
+from service.settings import Settings
+from service.usecases.tokens import create_token
+
+db_app = typer.Typer(help="The service's database.", no_args_is_help=True)
+token_app = typer.Typer(help="Tenant tokens.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="default: $DUALTUNE_DATA_DIR or ~/.dualtune"),
+]
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fl_vs_erm.yaml"
+
+
+def _settings(data_dir: Path | None = None, **overrides: object) -> Settings:
+    values: dict[str, object] = dict(overrides)
+    if data_dir is not None:
+        values["data_dir"] = data_dir.expanduser().resolve()
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = None) -> None:
+    """Bring the database (DUALTUNE_DATABASE_URL) to this version's schema."""
+    settings = _settings(data_dir)
+    url = settings.resolved_database_url()
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(url)
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+    except Exception as exc:  # the DB's own message names the problem (host, auth, ...)
+        raise fail(f"cannot upgrade {engine.url.render_as_string()}: {exc}") from None
+    console.print(
+        f"database at revision {head_revision()} (was {before or 'empty'})", highlight=False
+    )
+
+
+@token_app.command("create")
+def token_create(
+    tenant: Annotated[str, typer.Option(help="the tenant the token acts for")],
+    data_dir: DataDir = None,
+) -> None:
+    """Create a bearer token for TENANT; it is printed once and stored only as a hash."""
+    settings = _settings(data_dir)
+    repo = Repository(make_engine(settings.resolved_database_url()))
+    try:
+        _, token = create_token(repo, tenant)
+    except ServiceError as exc:
+        raise fail(exc.message) from None
+    console.print(token, highlight=False, soft_wrap=True)
+
+
+def ensure_local_token(repo: Repository, data_dir: Path) -> str:
+    """The embedded stack's tenant token in ``data_dir/token`` (mode 600), made once."""
+    path = data_dir / "token"
+    if path.is_file():
+        token = path.read_text().strip()
+        with contextlib.suppress(Unauthorized):
+            repo.tenant_for_token(token)
+            return token
+    _, token = create_token(repo, "local")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    path.chmod(0o600)
+    return token
+
+
+def _start_mlflow_ui(settings: Settings, port: int) -> subprocess.Popen[bytes] | None:
+    mlflow = Path(sys.executable).with_name("mlflow")
+    executable = str(mlflow) if mlflow.exists() else shutil.which("mlflow")
+    if executable is None:
+        console.print("MLflow is not installed here: no UI (pip install 'dualtune[worker]')")
+        return None
+    logs = settings.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / "mlflow-ui.log").open("ab") as log:
+        return subprocess.Popen(
+            [
+                executable,
+                "server",
+                "--backend-store-uri",
+                settings.resolved_tracking_uri(),
+                "--default-artifact-root",
+                str(settings.data_dir / "mlartifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def _serve(settings: Settings, host: str) -> None:
+    import uvicorn
+
+    from service.api.app import create_app
+
+    try:
+        application = create_app(settings)
+    except ServiceError as exc:
+        raise fail(exc.message) from None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    uvicorn.run(application, host=host, port=settings.port, log_level="warning")
+
+
+@app.command()
+def up(
+    data_dir: DataDir = None,
+    port: Annotated[int, typer.Option(help="the service's port")] = 8000,
+    mlflow_port: Annotated[int, typer.Option(help="the MLflow UI's port")] = 5000,
+    ui: Annotated[bool, typer.Option("--ui/--no-ui", help="start the MLflow UI")] = True,
+) -> None:
+    """The embedded stack on 127.0.0.1: service + SQLite + local Ray + MLflow (and its UI)."""
+    settings = _settings(
+        data_dir,
+        port=port,
+        launcher="local",
+        replica_id="embedded",  # a restarted stack takes its sweeps back at once
+        mlflow_ui_url=f"http://127.0.0.1:{mlflow_port}" if ui else None,
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url())
+    upgrade(engine)
+    ensure_local_token(Repository(engine), settings.data_dir)
+    engine.dispose()
+    ui_process = _start_mlflow_ui(settings, mlflow_port) if ui else None
+    console.print(
+        f"dualtune on http://127.0.0.1:{port} · data in {settings.data_dir} · token in "
+        f"{settings.data_dir / 'token'}"
+        + (f" · MLflow UI on {settings.mlflow_ui_url}" if ui_process else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+    try:
+        _serve(settings, "127.0.0.1")
+    finally:
+        if ui_process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(ui_process.pid, signal.SIGTERM)
+            ui_process.wait(timeout=30)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "0.0.0.0",
+) -> None:
+    """The service alone, settings from DUALTUNE_* (containers). Needs `dualtune db upgrade`."""
+    _serve(_settings(), host)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@app.command()
+def demo(
+    data_dir: DataDir = None,
+    port: Annotated[int, typer.Option(help="the service's port")] = 8000,
+    mlflow_port: Annotated[int, typer.Option(help="the MLflow UI's port")] = 5000,
+    spec: Annotated[Path, typer.Option(help="the sweep to run")] = EXAMPLE,
+    keep: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep/--no-keep", help="keep the stack up after the report (default: on a terminal)"
+        ),
+    ] = None,
+) -> None:
+    """The tour: start the embedded stack, submit a sweep, watch it, print the report and
+    where to compare the runs in the MLflow UI."""
+    try:
+        loaded = load_spec(spec)
+    except SpecError as exc:
+        raise fail(f"invalid spec {spec}\n{exc}", 2) from None
+    settings = _settings(data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{port}"
+    logs = settings.data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    console.print(f"starting the embedded stack (logs in {logs / 'service.log'}) ...")
+    with (logs / "service.log").open("ab") as log:
+        stack = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "up",
+                "--data-dir",
+                str(settings.data_dir),
+                "--port",
+                str(port),
+                "--mlflow-port",
+                str(mlflow_port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        token_file = settings.data_dir / "token"
+        probe = ServiceClient(url, None)
+        while not (probe.ready() and token_file.is_file()):
+            if stack.poll() is not None or time.monotonic() > deadline:
+                raise fail(
+                    f"the stack did not start; see {logs / 'service.log'} "
+                    f"(is port {port} taken? pass --port)"
+                )
+            time.sleep(0.5)
+        client = ServiceClient(url, token_file.read_text().strip())
+        body = loaded.model_dump(mode="json")
+        key = "demo-" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+        sweep = client.submit(body, key)
+        console.print(
+            f"sweep [bold]{sweep['id']}[/bold]: {sweep['total_trials']} trials of "
+            f"{', '.join(loaded.methods)} on {loaded.task.name}",
+            highlight=False,
+        )
+        code = wait_and_report(client, sweep["id"])
+        final = client.sweep(sweep["id"])
+        link = final["mlflow"].get("parent_run_url") or f"http://127.0.0.1:{mlflow_port}"
+        console.print(
+            f"Compare the parent run and its child runs in the MLflow UI: {link}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if keep if keep is not None else sys.stdin.isatty():
+            console.print("The stack stays up for the MLflow UI; press Ctrl-C to stop it.")
+            with contextlib.suppress(KeyboardInterrupt):
+                stack.wait()
+        raise typer.Exit(code)
+    except ClientError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        _stop(stack)
