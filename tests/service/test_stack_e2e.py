@@ -1,0 +1,146 @@
+"""End to end with the real service, the local launcher, Ray and MLflow (R2 included)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.service.stack import Stack, final, wait_for
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
+
+
+def moons(name: str, epochs: int, eps: list[float]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "task": {"name": "two_moons"},
+        "constraint": {"kind": "sample_loss"},
+        "methods": ["erm", "fl"],
+        "grid": {"epsilon": eps, "dual_lr": [0.05], "seed": 0},
+        "train": {"epochs": epochs},
+        "logging": {"per_sample_every": 1000},
+    }
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(tmp_path / "dualtune").start()
+    yield s
+    s.stop()
+
+
+def _mlflow(stack: Stack) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{stack.data_dir / 'mlflow.db'}")
+
+
+def _children(mlflow: MlflowClient, sweep_id: str) -> list[Any]:
+    experiments = [e.experiment_id for e in mlflow.search_experiments()]
+    runs = mlflow.search_runs(
+        experiments, filter_string=f"tags.`dualtune.sweep_id` = '{sweep_id}'", max_results=1000
+    )
+    return [r for r in runs if r.data.tags.get("dualtune.role") == "trial"]
+
+
+def test_a_sweep_submitted_over_http_runs_and_reports_every_method(stack: Stack) -> None:
+    with stack.client() as api:
+        created = api.post("/sweeps", json={"spec": moons("e2e", 4, [0.1, 0.3])})
+        assert created.status_code == 201
+        sweep_id = created.json()["id"]
+        sweep = wait_for(api, sweep_id, final, timeout_s=400)
+        assert sweep["status"] == "succeeded", sweep
+        assert sweep["trial_counts"] == {"succeeded": 3}
+        report = api.get(f"/sweeps/{sweep_id}/report").json()
+        trials = api.get(f"/sweeps/{sweep_id}/trials").json()["items"]
+
+    assert [m["method"] for m in report["methods"]] == ["erm", "fl"]
+    assert all(m["best"] is not None for m in report["methods"])
+    mlflow = _mlflow(stack)
+    parent = mlflow.get_run(sweep["mlflow"]["parent_run_id"])  # MLflow's own id
+    assert parent.data.tags["dualtune.sweep_id"] == sweep_id
+    assert parent.info.experiment_id == sweep["mlflow"]["experiment_id"]
+    children = {r.data.tags["dualtune.trial_id"]: r for r in _children(mlflow, sweep_id)}
+    assert set(children) == {t["trial_id"] for t in trials}
+    for t in trials:
+        child = children[t["trial_id"]]
+        assert t["mlflow_run_id"] == child.info.run_id
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        assert t["metrics"]["train/loss_mean"] == pytest.approx(
+            child.data.metrics["train/loss_mean"]
+        )
+
+
+def test_r2_a_service_killed_mid_sweep_finishes_it_after_a_restart(stack: Stack) -> None:
+    spec = moons("r2", 60, [0.05, 0.1, 0.2, 0.3])
+    with stack.client() as api:
+        sweep_id = api.post("/sweeps", json={"spec": spec}).json()["id"]
+        before = wait_for(
+            api,
+            sweep_id,
+            lambda s: (
+                s["trial_counts"].get("succeeded", 0) >= 1
+                and s["trial_counts"].get("running", 0) >= 1
+            ),
+            timeout_s=400,
+        )
+        done_before = {
+            t["trial_id"]
+            for t in api.get(f"/sweeps/{sweep_id}/trials", params={"status": "succeeded"}).json()[
+                "items"
+            ]
+        }
+    assert not final(before)
+    stack.kill()
+    assert not [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if sweep_id in " ".join(p.info["cmdline"] or [])
+    ]
+
+    stack.start()
+    with stack.client() as api:
+        after = wait_for(api, sweep_id, final, timeout_s=600)
+        trials = api.get(f"/sweeps/{sweep_id}/trials").json()["items"]
+        listed = api.get("/sweeps").json()["items"]
+    assert after["status"] == "succeeded", after
+    assert [s["id"] for s in listed] == [sweep_id]  # no sweep lost, none doubled
+    assert Counter(t["trial_id"] for t in trials) == Counter({t["trial_id"]: 1 for t in trials})
+    assert len(trials) == 5
+    assert {t["status"] for t in trials} == {"succeeded"}
+
+    children = _children(_mlflow(stack), sweep_id)
+    per_trial = Counter(r.data.tags["dualtune.trial_id"] for r in children)
+    assert per_trial == Counter({t["trial_id"]: 1 for t in trials})
+    assert {r.info.status for r in children} == {"FINISHED"}
+    mlflow = _mlflow(stack)
+    for run in children:
+        if run.data.tags["dualtune.trial_id"] in done_before:
+            # finished before the kill, so not run again: one point per evaluation
+            steps = [m.step for m in mlflow.get_metric_history(run.info.run_id, "train/loss_mean")]
+            assert len(steps) == len(set(steps))
+
+
+def test_cancel_stops_the_driver_of_a_running_sweep(stack: Stack) -> None:
+    with stack.client() as api:
+        sweep_id = api.post("/sweeps", json={"spec": moons("cancel", 400, [0.1, 0.3])}).json()[
+            "id"
+        ]
+        wait_for(api, sweep_id, lambda s: s["trial_counts"].get("running", 0) >= 1)
+        assert api.post(f"/sweeps/{sweep_id}/cancel").status_code == 202
+        sweep = wait_for(api, sweep_id, final, timeout_s=120)
+        trials = api.get(f"/sweeps/{sweep_id}/trials").json()["items"]
+    assert sweep["status"] == "cancelled"
+    assert "cancelled" in {t["status"] for t in trials}
+    assert {t["status"] for t in trials} <= {"cancelled", "succeeded"}
+    drivers = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if sweep_id in " ".join(p.info["cmdline"] or [])
+    ]
+    assert drivers == []
