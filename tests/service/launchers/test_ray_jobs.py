@@ -1,0 +1,95 @@
+"""The ray launcher against a real local Ray head (``ray start --head``, Jobs API on
+loopback, token auth on as Ray 2.6x has it for local clusters)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.errors import Unavailable
+from service.launchers import DriverState, LaunchRequest, RayJobsLauncher
+from tests.service.stack import free_port
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
+
+
+def _ray() -> str:
+    ray = Path(sys.executable).with_name("ray")
+    return str(ray) if ray.exists() else (shutil.which("ray") or "ray")
+
+
+@pytest.fixture(scope="module")
+def jobs_api() -> Iterator[str]:
+    dashboard = free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    subprocess.run(
+        [
+            _ray(),
+            "start",
+            "--head",
+            f"--port={free_port()}",
+            f"--dashboard-port={dashboard}",
+            "--dashboard-host=127.0.0.1",
+            "--include-dashboard=true",
+            "--num-cpus=1",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    yield f"http://127.0.0.1:{dashboard}"
+    subprocess.run([_ray(), "stop", "--force"], capture_output=True, check=False)
+
+
+def _request(launch: int = 1) -> LaunchRequest:
+    # The service URL leads nowhere: the driver waits for it, so the job stays running.
+    return LaunchRequest(
+        sweep_id="sw-rayjobs01",
+        generation=0,
+        launch=launch,
+        service_url=f"http://127.0.0.1:{free_port()}",
+        worker_token="dtw_test",
+        tracking_uri="sqlite:////tmp/unused-mlflow.db",
+    )
+
+
+def _until(launcher: RayJobsLauncher, ref: str, state: DriverState) -> DriverState:
+    deadline = time.monotonic() + 60
+    while (now := launcher.state(ref)) != state and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return now
+
+
+def test_a_wrong_token_is_refused_with_a_clear_message(jobs_api: str) -> None:
+    with pytest.raises(Unavailable, match="uthentication failed"):
+        RayJobsLauncher(jobs_api, token="not-the-token").check_ready()
+
+
+def test_submit_status_logs_stop_and_idempotent_resubmission(jobs_api: str) -> None:
+    launcher = RayJobsLauncher(jobs_api)  # the token from ~/.ray/auth_token, as Ray wrote it
+    launcher.check_ready()
+    request = _request()
+    ref = launcher.launch(request)
+    assert ref == "dualtune-sw-rayjobs01-g0-l1"  # derived from the sweep, generation, launch
+    assert launcher.state(ref) == DriverState.RUNNING
+    assert launcher.launch(request) == ref  # the same launch again adopts the job
+    deadline = time.monotonic() + 60
+    while "worker drive" not in launcher.logs(ref) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "--sweep-id sw-rayjobs01" in launcher.logs(ref)
+    assert "dtw_test" not in launcher.logs(ref)  # the token travels in the environment
+    launcher.stop(ref)
+    assert _until(launcher, ref, DriverState.FAILED) == DriverState.FAILED
+    launcher.stop(ref)  # idempotent
+    relaunch = launcher.launch(_request(launch=2))
+    assert relaunch != ref
+    launcher.stop(relaunch)
+    assert launcher.state("dualtune-no-such-job") == DriverState.GONE

@@ -1,0 +1,149 @@
+"""The driver's link to a real service (uvicorn on loopback): it fetches its sweep, and its
+events wait out a service outage and arrive once the service is back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from service.api.app import create_app
+from service.db.engine import make_engine
+from service.db.migrate import upgrade
+from service.db.repository import Repository
+from service.launchers import FakeLauncher
+from service.records import NewTrial
+from service.settings import Settings
+from tests.service.stack import free_port
+from worker.events import TrialEvent
+from worker.service_link import ServiceEventSink, ServiceLink, ServiceRejectedError
+
+
+class Server:
+    def __init__(self, app: object, port: int) -> None:
+        self.app, self.port = app, port
+        self.thread: threading.Thread | None = None
+        self.server: uvicorn.Server | None = None
+
+    def start(self) -> None:
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")  # type: ignore[arg-type]
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        assert self.server is not None
+        assert self.thread is not None
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[Repository, str, str]]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'dualtune.db'}")
+    upgrade(engine)
+    repo = Repository(engine)
+    tenant = repo.create_token("t", "dt_link")
+    spec = {
+        "name": "link",
+        "task": {"name": "two_moons"},
+        "constraint": {"kind": "sample_loss"},
+        "methods": ["erm"],
+        "grid": {"seed": [0, 1]},
+    }
+    from core.spec import load_spec
+
+    trials = load_spec(spec).trials()
+    repo.create_sweep(
+        tenant,
+        sweep_id="sw-link000001",
+        name="link",
+        spec=load_spec(spec).model_dump(mode="json"),
+        trials=[NewTrial(t.trial_id, t.index, t.method, dict(t.params)) for t in trials],
+    )
+    repo.claim("r", lease_s=60)
+    repo.begin_launch("sw-link000001", "r", "dtw_link")
+    app = create_app(
+        Settings(data_dir=tmp_path, launcher="fake"),
+        FakeLauncher(),
+        engine=engine,
+        reconcile=False,
+    )
+    port = free_port()
+    server = Server(app, port)
+    server.start()
+    yield repo, f"http://127.0.0.1:{port}", "dtw_link"
+    server.stop()
+    engine.dispose()
+    del app
+
+
+def test_the_driver_fetches_its_sweep(service: tuple[Repository, str, str]) -> None:
+    _, url, token = service
+    link = ServiceLink(url, "sw-link000001", token)
+    sweep = link.fetch()
+    link.close()
+    assert sweep.spec.name == "link"
+    assert sweep.generation == 0
+    assert len(sweep.run_trial_ids) == 2
+    assert sweep.experiment_name == "sw-link000001"
+
+
+def test_a_revoked_token_is_rejected_not_retried(service: tuple[Repository, str, str]) -> None:
+    _, url, _ = service
+    link = ServiceLink(url, "sw-link000001", "dtw_wrong")
+    with pytest.raises(ServiceRejectedError):
+        link.fetch(budget_s=5)
+    link.close()
+
+
+def test_events_sent_during_an_outage_arrive_when_the_service_is_back(
+    tmp_path: Path,
+) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'dualtune.db'}")
+    upgrade(engine)
+    repo = Repository(engine)
+    tenant = repo.create_token("t", "dt_outage")
+    repo.create_sweep(
+        tenant,
+        sweep_id="sw-outage00001",
+        name="o",
+        spec={},
+        trials=[NewTrial("a", 0, "erm", {}), NewTrial("b", 1, "erm", {})],
+    )
+    repo.claim("r", lease_s=60)
+    repo.begin_launch("sw-outage00001", "r", "dtw_outage")
+    app = create_app(
+        Settings(data_dir=tmp_path, launcher="fake"),
+        FakeLauncher(),
+        engine=engine,
+        reconcile=False,
+    )
+    server = Server(app, free_port())
+
+    link = ServiceLink(f"http://127.0.0.1:{server.port}", "sw-outage00001", "dtw_outage")
+    sink = ServiceEventSink(link, 0)
+    sink.emit(TrialEvent("sw-outage00001", "a", "running"))
+    sink.emit(TrialEvent("sw-outage00001", "a", "succeeded", metrics={"train/loss_mean": 0.1}))
+    sink.tracking("3", "parent-run")
+    time.sleep(1.5)  # the service is down: the first delivery fails and backs off
+    server.start()
+    sink.emit(TrialEvent("sw-outage00001", "b", "diverged", error="loss is nan"))
+    assert sink.close(timeout_s=60)
+    link.close()
+    server.stop()
+
+    sweep, trials = repo.all_trials(tenant, "sw-outage00001")
+    assert {t.trial_id: t.status for t in trials} == {"a": "succeeded", "b": "diverged"}
+    assert trials[0].metrics == {"train/loss_mean": 0.1}
+    assert trials[1].error == "loss is nan"
+    assert sweep.mlflow_parent_run_id == "parent-run"
+    engine.dispose()
