@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# One sweep (erm / fl / rfl over ε × α × dual lr on digits) on local Ray, logged to the local
-# MLflow store ./mlflow.db; prints the report table and how to open the MLflow UI.
+# The tour: the embedded stack (service + SQLite + local Ray + MLflow UI, data in ~/.dualtune),
+# examples/fl_vs_erm.yaml submitted over REST, progress, the report and the MLflow UI address.
 demo: install
-	$(BIN)/dualtune run examples/fl_vs_erm.yaml
+	$(BIN)/dualtune demo
 
 # Ray tests share one xdist worker (group "ray"): two local Ray runtimes on 2 cores would
 # starve each other.

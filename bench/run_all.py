@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import machine, step_overhead, sweep_overhead
+from bench import machine, service_load, step_overhead, sweep_overhead
 
 OUT = Path("docs/benchmarks.md")
 
@@ -61,7 +61,8 @@ def main() -> None:
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     p = step_overhead.main([])
     s = sweep_overhead.main([])
-    OUT.write_text(render(p, s, started))
+    load = service_load.main([])
+    OUT.write_text(render(p, s, started) + "\n" + "\n".join(service_load.render(load)) + "\n")
     print(f"wrote {OUT}")
 
 

@@ -345,6 +345,18 @@ class Repository:
                 counts[t.status] = counts.get(t.status, 0) + 1
             return _sweep(row, counts), records
 
+    def sweep_and_succeeded(self, tenant: Tenant, sweep_id: str) -> tuple[Sweep, list[Trial]]:
+        """The sweep with its counts, and only its succeeded trials (the best trial's pool)."""
+        with self._unit() as s:
+            row = self._owned(s, tenant, sweep_id)
+            trials = s.scalars(
+                select(TrialRow)
+                .where(TrialRow.sweep_pk == row.pk, TrialRow.status == "succeeded")
+                .order_by(TrialRow.position)
+            )
+            records = [_trial(t) for t in trials]
+            return _sweep(row, self._counts(s, row.pk)), records
+
     def request_cancel(self, tenant: Tenant, sweep_id: str) -> Sweep:
         """A pending sweep is cancelled at once; a launched one goes to ``cancelling`` and the
         reconciler stops its driver. Cancelling a cancelled sweep changes nothing."""

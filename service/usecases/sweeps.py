@@ -57,8 +57,8 @@ def submit_sweep(
 
 def get_sweep(repo: Repository, tenant: Tenant, sweep_id: str) -> tuple[Sweep, Trial | None]:
     """The sweep and its best trial by the spec's selection (over all methods)."""
-    sweep, trials = repo.all_trials(tenant, sweep_id)
-    return sweep, best_trial(sweep, trials)
+    sweep, succeeded = repo.sweep_and_succeeded(tenant, sweep_id)
+    return sweep, best_trial(sweep, succeeded)
 
 
 def best_trial(sweep: Sweep, trials: list[Trial]) -> Trial | None:
