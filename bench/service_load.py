@@ -58,7 +58,7 @@ def _cli(*args: str, env: dict[str, str]) -> str:
 
 
 class Server:
-    def __init__(self, database_url: str, data_dir: Path) -> None:
+    def __init__(self, database_url: str, data_dir: Path, workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -71,7 +71,16 @@ class Server:
         _cli("db", "upgrade", env=self.env)
         self.token = _cli("token", "create", "--tenant", "bench", env=self.env).split()[-1]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"],
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--workers",
+                str(workers),
+            ],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -91,10 +100,20 @@ class Server:
 
 
 async def _client(
-    http: httpx.AsyncClient, n: int, ids: list[str], latencies: list[float], errors: list[str]
+    http: httpx.AsyncClient,
+    n: int,
+    ids: list[str],
+    latencies: list[float],
+    errors: list[str],
+    interval_s: float,
 ) -> None:
+    """``n`` requests; back to back (``interval_s`` 0: saturation), or one every
+    ``interval_s`` from a random phase (a client polling, as ``submit --wait`` does)."""
     rng = random.Random()
-    for _ in range(n):
+    start = time.perf_counter() + rng.random() * interval_s
+    for k in range(n):
+        if interval_s:
+            await asyncio.sleep(max(0.0, start + k * interval_s - time.perf_counter()))
         roll = rng.random()
         started = time.perf_counter()
         if roll < 0.2 or not ids:
@@ -112,7 +131,9 @@ async def _client(
             errors.append(f"{response.status_code} {response.text[:100]}")
 
 
-async def _load(server: Server, clients: int, requests: int) -> dict[str, Any]:
+async def _load(
+    server: Server, clients: int, requests: int, interval_s: float = 0.0
+) -> dict[str, Any]:
     latencies: list[float] = []
     errors: list[str] = []
     ids: list[str] = []
@@ -125,7 +146,7 @@ async def _load(server: Server, clients: int, requests: int) -> dict[str, Any]:
     ) as http:
         started = time.perf_counter()
         await asyncio.gather(
-            *(_client(http, requests, ids, latencies, errors) for _ in range(clients))
+            *(_client(http, requests, ids, latencies, errors, interval_s) for _ in range(clients))
         )
         wall = time.perf_counter() - started
     ordered = sorted(latencies)
@@ -187,22 +208,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=40, help="per client")
+    parser.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between a paced client's requests"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     args = parser.parse_args(argv)
-    results: dict[str, Any] = {"clients": args.clients, "per_client": args.requests}
+    results: dict[str, Any] = {
+        "clients": args.clients,
+        "per_client": args.requests,
+        "interval": args.interval,
+        "workers": args.workers,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         pg_url, drop = _postgres_database(args.postgres)
         backends = {"SQLite (WAL)": f"sqlite:///{tmp}/dualtune.db", "Postgres 15": pg_url}
         try:
             for label, url in backends.items():
-                server = Server(url, Path(tmp))
+                server = Server(url, Path(tmp), args.workers)
                 try:
+                    paced = asyncio.run(_load(server, args.clients, args.requests, args.interval))
                     load = asyncio.run(_load(server, args.clients, args.requests))
                     large = _large(server)
                 finally:
                     server.stop()
-                results[label] = {"load": load, "large": large}
-                print(label, load, large, flush=True)
+                results[label] = {"paced": paced, "load": load, "large": large}
+                print(label, paced, load, large, flush=True)
         finally:
             drop()
     return results
@@ -213,23 +244,35 @@ def render(results: dict[str, Any]) -> list[str]:
         "## P4: the service under load (`bench/service_load.py`)",
         "",
         f"{results['clients']} concurrent clients × {results['per_client']} requests each "
-        "(20 % submit a 5-trial sweep, 30 % list sweeps, 30 % read a sweep, 20 % list its "
-        "trials) against `dualtune serve` (one uvicorn worker, fake launcher) on the same "
-        "2-core machine as the clients. Then a sweep of 10 000 trials: submit it, read it "
+        "(20 % submit a 5-trial sweep, 30 % list 20 sweeps, 30 % read a sweep, 20 % list its "
+        f"trials) against `dualtune serve` ({results['workers']} uvicorn worker(s), fake "
+        "launcher) on the same 2-core machine as the clients. **Paced**: each client sends a "
+        f"request every {results['interval']:g} s from a random phase (clients polling, as "
+        "`submit --wait` does). **Saturated**: each client sends its next request as soon as "
+        "the last one is answered. Then a sweep of 10 000 trials: submit it, read it "
         "(median of 15).",
         "",
-        "| database | requests | errors | p50 ms | p99 ms | req/s | submit 10k s "
-        "| GET sweep (10k) ms | trials page 100 ms | trials page 1000 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| database | load | requests | errors | p50 ms | p99 ms | req/s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for label in ("SQLite (WAL)", "Postgres 15"):
-        r = results[label]
-        load, large = r["load"], r["large"]
+        for kind, name in (("paced", "paced"), ("load", "saturated")):
+            r = results[label][kind]
+            lines.append(
+                f"| {label} | {name} | {r['requests']} | {r['errors']} | {r['p50_ms']:.1f} | "
+                f"{r['p99_ms']:.1f} | {r['throughput_rps']:.0f} |"
+            )
+    lines += [
+        "",
+        "| database | submit 10k trials (s) | GET sweep (ms) | trials page of 100 (ms) "
+        "| trials page of 1000 (ms) |",
+        "|---|---|---|---|---|",
+    ]
+    for label in ("SQLite (WAL)", "Postgres 15"):
+        large = results[label]["large"]
         lines.append(
-            f"| {label} | {load['requests']} | {load['errors']} | {load['p50_ms']:.1f} | "
-            f"{load['p99_ms']:.1f} | {load['throughput_rps']:.0f} | {large['submit_s']:.2f} | "
-            f"{large['get_ms']:.1f} | {large['trials_100_ms']:.1f} | "
-            f"{large['trials_1000_ms']:.1f} |"
+            f"| {label} | {large['submit_s']:.2f} | {large['get_ms']:.1f} | "
+            f"{large['trials_100_ms']:.1f} | {large['trials_1000_ms']:.1f} |"
         )
     return lines
 

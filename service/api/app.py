@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from service.api.errors import install_error_handlers
 from service.api.metrics import ServiceMetrics
+from service.api.middleware import RequestMetrics
 from service.api.routes import meta, sweeps, worker
+from service.api.tenant_cache import TenantCache
 from service.db.engine import make_engine
 from service.db.migrate import check_schema
 from service.db.repository import Repository
@@ -87,6 +88,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.repo = repo
+    app.state.tenants = TenantCache(repo)
     app.state.launcher = launcher
     app.state.metrics = metrics
     app.state.reconciler = reconciler
@@ -102,16 +104,11 @@ def create_app(
     app.include_router(worker.router)
     app.include_router(meta.router)
 
-    @app.middleware("http")
-    async def count_requests(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-        metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
-        return response
-
+    app.add_middleware(RequestMetrics, metrics=metrics)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (several worker processes): settings from the
+    environment."""
+    return create_app(Settings())

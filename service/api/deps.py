@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.api.tenant_cache import TenantCache
 from service.db.repository import Repository
 from service.errors import Unauthorized
 from service.records import Tenant
@@ -15,12 +16,14 @@ from service.settings import Settings
 _bearer = HTTPBearer(auto_error=False, description="a tenant token (`dualtune token create`)")
 
 
-def _repo(request: Request) -> Repository:
+# Dependencies that do no I/O are ``async``: FastAPI runs sync ones in the thread pool, a
+# hop per dependency per request.
+async def _repo(request: Request) -> Repository:
     repo: Repository = request.app.state.repo
     return repo
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -34,14 +37,15 @@ def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
     return credentials.credentials
 
 
-def _tenant(
-    repo: Annotated[Repository, Depends(_repo)],
+async def _tenant(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Tenant:
-    return repo.tenant_for_token(_token(credentials))
+    cache: TenantCache = request.app.state.tenants
+    return await cache.tenant_for(_token(credentials))
 
 
-def _worker_token(
+async def _worker_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     return _token(credentials)

@@ -181,9 +181,29 @@ def up(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "0.0.0.0",
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
 ) -> None:
     """The service alone, settings from DUALTUNE_* (containers). Needs `dualtune db upgrade`."""
-    _serve(_settings(), host)
+    settings = _settings()
+    if workers <= 1:
+        _serve(settings, host)
+        return
+    import uvicorn
+
+    from service.api.app import create_app
+
+    try:  # fail here, once, with the message, rather than in every worker
+        create_app(settings, reconcile=False)
+    except (ServiceError, ValueError) as exc:
+        raise fail(getattr(exc, "message", str(exc))) from None
+    uvicorn.run(
+        "service.api.app:app_from_env",
+        factory=True,
+        host=host,
+        port=settings.port,
+        workers=workers,
+        log_level="warning",
+    )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
