@@ -224,6 +224,7 @@ class Repository:
                                 "status": "pending",
                                 "generation": 0,
                                 "attempts": 0,
+                                "prior_attempts": 0,
                                 "metrics": {},
                                 "updated_at": now,
                             }
@@ -392,7 +393,13 @@ class Repository:
                 s.execute(
                     update(TrialRow)
                     .where(TrialRow.sweep_pk == row.pk, TrialRow.status.in_(TRIAL_RETRYABLE))
-                    .values(status="pending", generation=generation, error=None, updated_at=now)
+                    .values(
+                        status="pending",
+                        generation=generation,
+                        prior_attempts=TrialRow.attempts,
+                        error=None,
+                        updated_at=now,
+                    )
                 )
             )
             if not reset:
@@ -465,7 +472,7 @@ class Repository:
                     continue
                 values: dict[str, Any] = {
                     "status": u.status,
-                    "attempts": max(row.attempts, u.attempt),
+                    "attempts": max(row.attempts, row.prior_attempts + u.attempt),
                     "error": u.error,
                 }
                 if u.metrics:

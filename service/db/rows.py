@@ -85,6 +85,8 @@ class TrialRow(Base):
     generation: Mapped[int] = mapped_column(Integer, default=0)
     """The sweep generation that (re)runs this trial."""
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    prior_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    """Attempts of earlier generations: a retry's attempts count on from them."""
     metrics: Mapped[dict[str, Any]]
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)

@@ -267,6 +267,20 @@ def test_retry_reruns_only_failed_diverged_and_cancelled_trials_in_a_new_generat
     sweep = _sweep(client, tenant_token, sweep_id)
     assert sweep["status"] == "succeeded"
     assert sweep["trial_counts"] == {"succeeded": 5}
+    attempts = {
+        t["trial_id"]: t["attempts"]
+        for t in client.get(
+            f"/api/v1/sweeps/{sweep_id}/trials", headers=auth(tenant_token)
+        ).json()["items"]
+    }
+    assert attempts == {ids[0]: 1, ids[1]: 2, ids[2]: 2, ids[3]: 1, ids[4]: 1}
+    attempts = {
+        t["trial_id"]: t["attempts"]
+        for t in client.get(
+            f"/api/v1/sweeps/{sweep_id}/trials", headers=auth(tenant_token)
+        ).json()["items"]
+    }
+    assert attempts == {ids[0]: 1, ids[1]: 2, ids[2]: 2, ids[3]: 1, ids[4]: 1}
 
 
 def test_two_replicas_never_hold_the_same_sweep(

@@ -144,3 +144,34 @@ def test_cancel_stops_the_driver_of_a_running_sweep(stack: Stack) -> None:
         if sweep_id in " ".join(p.info["cmdline"] or [])
     ]
     assert drivers == []
+
+
+def test_retry_reruns_the_diverged_trial_in_its_own_child_run(stack: Stack) -> None:
+    spec = {
+        "name": "retry",
+        "task": {"name": "polyfit"},
+        "constraint": {"kind": "sample_loss"},
+        "methods": ["erm"],
+        "grid": {"lr": [1e6, 1e-2]},
+        "train": {"epochs": 4, "batch_size": 30, "optimizer": {"name": "sgd", "lr": 0.01}},
+    }
+    with stack.client() as api:
+        sweep_id = api.post("/sweeps", json={"spec": spec}).json()["id"]
+        first = wait_for(api, sweep_id, final, timeout_s=300)
+        assert first["trial_counts"] == {"succeeded": 1, "diverged": 1}
+        retried = api.post(f"/sweeps/{sweep_id}/retry")
+        assert retried.status_code == 202
+        assert retried.json()["trial_counts"] == {"succeeded": 1, "pending": 1}
+        second = wait_for(api, sweep_id, lambda s: s["generation"] == 1 and final(s), 300)
+        trials = {
+            t["params"]["lr"]: t for t in api.get(f"/sweeps/{sweep_id}/trials").json()["items"]
+        }
+    assert second["status"] == "succeeded"
+    assert trials[1e6]["status"] == "diverged"  # deterministic: it diverges again
+    assert trials[1e6]["attempts"] == 2
+    assert trials[1e-2]["attempts"] == 1  # the succeeded trial did not run again
+    children = _children(_mlflow(stack), sweep_id)
+    assert Counter(r.data.tags["dualtune.trial_id"] for r in children) == Counter(
+        {t["trial_id"]: 1 for t in trials.values()}
+    )
+    assert (stack.data_dir / "tune" / f"{sweep_id}-retry1").is_dir()

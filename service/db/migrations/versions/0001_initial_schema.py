@@ -93,6 +93,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("generation", sa.Integer(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("prior_attempts", sa.Integer(), nullable=False),
         sa.Column("metrics", sa.JSON(), nullable=False),
         sa.Column("mlflow_run_id", sa.String(length=64), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
