@@ -131,3 +131,9 @@ class ServiceClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def __enter__(self) -> ServiceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -4,6 +4,8 @@ retry. They read ``DUALTUNE_URL`` and ``DUALTUNE_TOKEN`` (else the data dir's ``
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -19,14 +21,21 @@ SweepId = Annotated[str, typer.Argument(help="the sweep id (sw-...)")]
 Url = Annotated[str | None, typer.Option("--url", help="default: $DUALTUNE_URL or :8000")]
 
 
-def client(url: str | None = None) -> ServiceClient:
+@contextmanager
+def session(url: str | None = None) -> Iterator[ServiceClient]:
+    """A client for the service; a refused or failed call ends the command with its message
+    (exit 1), never a traceback."""
     token = default_token()
     if token is None:
         raise fail(
             "no token: set DUALTUNE_TOKEN, or start the embedded stack with `dualtune up` "
             "(it writes ~/.dualtune/token)"
         )
-    return ServiceClient(url or default_url(), token)
+    with ServiceClient(url or default_url(), token) as c:
+        try:
+            yield c
+        except ClientError as exc:
+            raise fail(str(exc)) from None
 
 
 def _table_console() -> Console:
@@ -57,8 +66,7 @@ def submit(
         loaded = load_spec(spec)
     except SpecError as exc:
         raise fail(f"invalid spec {spec}\n{exc}", 2) from None
-    c = client(url)
-    try:
+    with session(url) as c:
         sweep = c.submit(loaded.model_dump(mode="json"), idempotency_key)
         console.print(
             f"submitted [bold]{sweep['id']}[/bold]: {sweep['total_trials']} trials",
@@ -66,8 +74,6 @@ def submit(
         )
         if wait:
             raise typer.Exit(wait_and_report(c, sweep["id"]))
-    except ClientError as exc:
-        raise fail(str(exc)) from None
 
 
 @app.command("list")
@@ -76,10 +82,8 @@ def list_sweeps(
     url: Url = None,
 ) -> None:
     """List your sweeps, newest first."""
-    try:
-        page = client(url).sweeps(status)
-    except ClientError as exc:
-        raise fail(str(exc)) from None
+    with session(url) as c:
+        page = c.sweeps(status)
     for sweep in page["items"]:
         print_sweep(sweep, console)
     if not page["items"]:
@@ -89,10 +93,8 @@ def list_sweeps(
 @app.command()
 def status(sweep_id: SweepId, url: Url = None) -> None:
     """A sweep's state, trial counts, best trial and MLflow link."""
-    try:
-        print_sweep(client(url).sweep(sweep_id), console)
-    except ClientError as exc:
-        raise fail(str(exc)) from None
+    with session(url) as c:
+        print_sweep(c.sweep(sweep_id), console)
 
 
 @app.command()
@@ -102,31 +104,24 @@ def trials(
     url: Url = None,
 ) -> None:
     """A sweep's trials: params, state, attempts, the selection metric, MLflow run."""
-    try:
-        c = client(url)
+    with session(url) as c:
         sweep = c.sweep(sweep_id)
         rows = list(c.trials(sweep_id, status))
-    except ClientError as exc:
-        raise fail(str(exc)) from None
     print_trials(rows, _table_console(), sweep["spec"]["selection"]["metric"])
 
 
 @app.command()
 def report(sweep_id: SweepId, url: Url = None) -> None:
     """Per method, the best trial and its tail metrics against ERM."""
-    try:
-        render_report(client(url).report(sweep_id), _table_console())
-    except ClientError as exc:
-        raise fail(str(exc)) from None
+    with session(url) as c:
+        render_report(c.report(sweep_id), _table_console())
 
 
 @app.command()
 def cancel(sweep_id: SweepId, url: Url = None) -> None:
     """Stop a sweep's driver; unfinished trials become cancelled."""
-    try:
-        print_sweep(client(url).cancel(sweep_id), console)
-    except ClientError as exc:
-        raise fail(str(exc)) from None
+    with session(url) as c:
+        print_sweep(c.cancel(sweep_id), console)
 
 
 @app.command()
@@ -136,10 +131,7 @@ def retry(
     url: Url = None,
 ) -> None:
     """Re-run the failed, diverged and cancelled trials of a finished sweep."""
-    try:
-        c = client(url)
+    with session(url) as c:
         print_sweep(c.retry(sweep_id), console)
         if wait:
             raise typer.Exit(wait_and_report(c, sweep_id))
-    except ClientError as exc:
-        raise fail(str(exc)) from None

@@ -263,25 +263,25 @@ def demo(
     try:
         deadline = time.monotonic() + 120
         token_file = settings.data_dir / "token"
-        probe = ServiceClient(url, None)
-        while not (probe.ready() and token_file.is_file()):
-            if stack.poll() is not None or time.monotonic() > deadline:
-                raise fail(
-                    f"the stack did not start; see {logs / 'service.log'} "
-                    f"(is port {port} taken? pass --port)"
-                )
-            time.sleep(0.5)
-        client = ServiceClient(url, token_file.read_text().strip())
-        body = loaded.model_dump(mode="json")
-        key = "demo-" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
-        sweep = client.submit(body, key)
-        console.print(
-            f"sweep [bold]{sweep['id']}[/bold]: {sweep['total_trials']} trials of "
-            f"{', '.join(loaded.methods)} on {loaded.task.name}",
-            highlight=False,
-        )
-        code = wait_and_report(client, sweep["id"])
-        final = client.sweep(sweep["id"])
+        with ServiceClient(url, None) as probe:
+            while not (probe.ready() and token_file.is_file()):
+                if stack.poll() is not None or time.monotonic() > deadline:
+                    raise fail(
+                        f"the stack did not start; see {logs / 'service.log'} "
+                        f"(is port {port} taken? pass --port)"
+                    )
+                time.sleep(0.5)
+        with ServiceClient(url, token_file.read_text().strip()) as client:
+            body = loaded.model_dump(mode="json")
+            digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+            sweep = client.submit(body, "demo-" + digest[:16])
+            console.print(
+                f"sweep [bold]{sweep['id']}[/bold]: {sweep['total_trials']} trials of "
+                f"{', '.join(loaded.methods)} on {loaded.task.name}",
+                highlight=False,
+            )
+            code = wait_and_report(client, sweep["id"])
+            final = client.sweep(sweep["id"])
         link = final["mlflow"].get("parent_run_url") or f"http://127.0.0.1:{mlflow_port}"
         console.print(
             f"Compare the parent run and its child runs in the MLflow UI: {link}",

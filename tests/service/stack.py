@@ -7,12 +7,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
+import uvicorn
 
 
 def free_port() -> int:
@@ -108,3 +110,28 @@ def wait_for(
 
 def final(sweep: dict[str, Any]) -> bool:
     return sweep["status"] in ("succeeded", "failed", "cancelled")
+
+
+class ThreadedServer:
+    """An app served by uvicorn in a thread of the test process (start, stop, start again)."""
+
+    def __init__(self, app: object, port: int) -> None:
+        self.app, self.port = app, port
+        self.thread: threading.Thread | None = None
+        self.server: uvicorn.Server | None = None
+
+    def start(self) -> None:
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")  # type: ignore[arg-type]
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        assert self.server is not None
+        assert self.thread is not None
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

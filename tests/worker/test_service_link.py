@@ -3,13 +3,11 @@ events wait out a service outage and arrive once the service is back."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from service.api.app import create_app
 from service.db.engine import make_engine
@@ -18,32 +16,10 @@ from service.db.repository import Repository
 from service.launchers import FakeLauncher
 from service.records import NewTrial
 from service.settings import Settings
+from tests.service.stack import ThreadedServer as Server
 from tests.service.stack import free_port
 from worker.events import TrialEvent
 from worker.service_link import ServiceEventSink, ServiceLink, ServiceRejectedError
-
-
-class Server:
-    def __init__(self, app: object, port: int) -> None:
-        self.app, self.port = app, port
-        self.thread: threading.Thread | None = None
-        self.server: uvicorn.Server | None = None
-
-    def start(self) -> None:
-        self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")  # type: ignore[arg-type]
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        assert self.server is not None
-        assert self.thread is not None
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture

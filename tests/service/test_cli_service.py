@@ -1,0 +1,121 @@
+"""The ``dualtune`` commands that run or talk to the service, against a real HTTP server
+(uvicorn on loopback, fake launcher): messages, tables and exit codes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from service.api.app import create_app
+from service.cli import app
+from service.db.engine import make_engine
+from service.launchers import FakeLauncher
+from service.settings import Settings
+from tests.service.api.helpers import small_spec
+from tests.service.stack import ThreadedServer, free_port
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DUALTUNE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DUALTUNE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DUALTUNE_TOKEN", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def served(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLauncher]:
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    created = runner.invoke(app, ["token", "create", "--tenant", "alice"])
+    assert created.exit_code == 0, created.output
+    monkeypatch.setenv("DUALTUNE_TOKEN", created.output.strip())
+    engine = make_engine(f"sqlite:///{data_dir / 'dualtune.db'}")
+    launcher = FakeLauncher()
+    application = create_app(
+        Settings(data_dir=data_dir, launcher="fake"), launcher, engine=engine, reconcile=False
+    )
+    server = ThreadedServer(application, free_port())
+    server.start()
+    monkeypatch.setenv("DUALTUNE_URL", f"http://127.0.0.1:{server.port}")
+    yield launcher
+    server.stop()
+    engine.dispose()
+
+
+def _spec_file(tmp_path: Path, **overrides: object) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(small_spec(**overrides)))
+    return path
+
+
+def test_db_upgrade_reports_the_revision(data_dir: Path) -> None:
+    first = runner.invoke(app, ["db", "upgrade"])
+    again = runner.invoke(app, ["db", "upgrade"])
+    assert first.exit_code == again.exit_code == 0
+    assert "(was empty)" in first.output
+    assert "(was 0001)" in again.output
+
+
+def test_serve_refuses_an_unmigrated_database_and_says_what_to_run(data_dir: Path) -> None:
+    result = runner.invoke(app, ["serve"])
+    assert result.exit_code == 1
+    assert "dualtune db upgrade" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_submit_status_trials_cancel_retry_report(served: FakeLauncher, tmp_path: Path) -> None:
+    submitted = runner.invoke(app, ["submit", str(_spec_file(tmp_path))])
+    assert submitted.exit_code == 0, submitted.output
+    sweep_id = submitted.output.split()[1].rstrip(":")
+    assert sweep_id.startswith("sw-")
+    assert "5 trials" in submitted.output
+
+    status = runner.invoke(app, ["status", sweep_id])
+    assert "pending" in status.output
+    trials = runner.invoke(app, ["trials", sweep_id])
+    assert trials.exit_code == 0
+    assert trials.output.count("pending") == 5
+    listed = runner.invoke(app, ["list"])
+    assert sweep_id in listed.output
+
+    cancelled = runner.invoke(app, ["cancel", sweep_id])
+    assert "cancelled" in cancelled.output
+    retried = runner.invoke(app, ["retry", sweep_id])
+    assert retried.exit_code == 0
+    assert "pending" in retried.output
+    report = runner.invoke(app, ["report", sweep_id])
+    assert report.exit_code == 0
+    assert "erm" in report.output
+    assert "fl" in report.output
+
+
+def test_errors_from_the_service_are_one_line_not_a_traceback(
+    served: FakeLauncher, tmp_path: Path
+) -> None:
+    missing = runner.invoke(app, ["status", "sw-000000000000"])
+    assert missing.exit_code == 1
+    assert "404" in missing.output
+    assert "Traceback" not in missing.output
+    bad = runner.invoke(app, ["submit", str(_spec_file(tmp_path, methods=["nope"]))])
+    assert bad.exit_code == 2
+    assert "methods.0" in bad.output
+
+
+def test_no_token_and_no_service_are_explained(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    no_token = runner.invoke(app, ["status", "sw-1"])
+    assert no_token.exit_code == 1
+    assert "DUALTUNE_TOKEN" in no_token.output
+    monkeypatch.setenv("DUALTUNE_TOKEN", "dt_whatever")
+    monkeypatch.setenv("DUALTUNE_URL", f"http://127.0.0.1:{free_port()}")
+    nobody = runner.invoke(app, ["submit", str(_spec_file(tmp_path))])
+    assert nobody.exit_code == 1
+    assert "cannot reach the dualtune service" in nobody.output
+    assert "dualtune up" in nobody.output
