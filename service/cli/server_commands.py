@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import psutil
 import typer
 
 from core.spec import SpecError, load_spec
@@ -123,8 +124,42 @@ def _start_mlflow_ui(settings: Settings, port: int) -> subprocess.Popen[bytes] |
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            # In `up`'s process group: Ctrl-C, or `demo` stopping the stack, reach it too.
+            preexec_fn=_die_with_parent,
         )
+
+
+def _die_with_parent() -> None:
+    """In the UI's process: ask Linux to stop it when `up` dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _stop_tree(pid: int) -> None:
+    """SIGTERM a process and its children (MLflow's server runs uvicorn in a child), then
+    SIGKILL what is left after 10 s."""
+    try:
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(family, timeout=10)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    del frame
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again: this turns it
+    # into an exit that runs `up`'s clean-up (stopping the MLflow UI).
+    raise SystemExit(128 + signum)
 
 
 def _serve(settings: Settings, host: str) -> None:
@@ -169,13 +204,12 @@ def up(
         highlight=False,
         soft_wrap=True,
     )
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         _serve(settings, "127.0.0.1")
     finally:
         if ui_process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(ui_process.pid, signal.SIGTERM)
-            ui_process.wait(timeout=30)
+            _stop_tree(ui_process.pid)
 
 
 @app.command()
