@@ -489,7 +489,7 @@ class Repository:
         return changed
 
     # -- the reconciler's side
-    def claim(self, owner: str, *, lease_s: float, limit: int = 50) -> list[Sweep]:
+    def claim(self, owner: str, *, lease_s: float, limit: int | None = None) -> list[Sweep]:
         """Take (or renew) the lease on active sweeps no other live replica holds. Safe with
         several replicas: candidates are locked with SKIP LOCKED on Postgres, and each claim
         is a conditional update that only one replica can win."""
@@ -507,7 +507,7 @@ class Repository:
                     select(SweepRow.pk)
                     .where(SweepRow.status.in_(SWEEP_ACTIVE), claimable)
                     .order_by(SweepRow.pk)
-                    .limit(limit)
+                    .limit(limit)  # None: every one (this replica renews what it holds)
                     .with_for_update(skip_locked=True)
                 )
             )
@@ -523,7 +523,7 @@ class Repository:
                     row = s.get(SweepRow, pk)
                     assert row is not None
                     s.refresh(row)
-                    claimed.append(_sweep(row, self._counts(s, pk)))
+                    claimed.append(_sweep(row))
         return claimed
 
     def release(self, owner: str) -> None:

@@ -328,3 +328,11 @@ def test_readyz_reports_a_launcher_that_cannot_launch(
     response = client.get("/readyz")
     assert response.status_code == 503
     assert "not ready" in response.json()["detail"]
+
+
+def test_one_round_looks_at_every_active_sweep(
+    client: TestClient, reconciler: Reconciler, launcher: FakeLauncher, tenant_token: str
+) -> None:
+    ids = [submit(client, tenant_token)["id"] for _ in range(60)]
+    assert reconciler.step() == 60
+    assert {d.request.sweep_id for d in launcher.drivers.values()} == set(ids)
