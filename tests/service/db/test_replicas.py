@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import text
 
@@ -14,6 +19,7 @@ from service.db.repository import Repository
 from service.launchers import FakeLauncher
 from service.reconciler import Reconciler
 from service.records import NewTrial
+from tests.service.stack import free_port
 
 
 def _replica(url: str, owner: str, seconds: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -66,3 +72,82 @@ def test_two_processes_on_postgres_launch_each_sweep_exactly_once(postgres_url: 
     with engine.begin() as c:
         c.execute(text("TRUNCATE idempotency_keys, trials, sweeps, tokens, tenants CASCADE"))
     engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_two_service_processes_on_postgres_launch_each_sweep_once(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Two real `dualtune serve` processes (fake launcher) share one Postgres database;
+    sweeps submitted to either are each launched exactly once."""
+    engine = make_engine(postgres_url)
+    with engine.begin() as c:
+        c.execute(text("TRUNCATE idempotency_keys, trials, sweeps, tokens, tenants CASCADE"))
+    Repository(engine).create_token("two", "dt_two_replicas")
+    servers = []
+    for name in ("a", "b"):
+        port = free_port()
+        env = {
+            **os.environ,
+            "DUALTUNE_DATABASE_URL": postgres_url,
+            "DUALTUNE_DATA_DIR": str(tmp_path / name),
+            "DUALTUNE_LAUNCHER": "fake",
+            "DUALTUNE_PORT": str(port),
+            "DUALTUNE_REPLICA_ID": f"replica-{name}",
+            "DUALTUNE_RECONCILE_INTERVAL_S": "0.1",
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        servers.append((process, f"http://127.0.0.1:{port}"))
+    try:
+        for _, url in servers:
+            _ready(url)
+        headers = {"Authorization": "Bearer dt_two_replicas"}
+        spec = {
+            "name": "two",
+            "task": {"name": "two_moons"},
+            "constraint": {"kind": "sample_loss"},
+            "methods": ["erm"],
+        }
+        for i in range(30):
+            url = servers[i % 2][1]
+            r = httpx.post(f"{url}/api/v1/sweeps", json={"spec": spec}, headers=headers)
+            assert r.status_code == 201
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with engine.connect() as c:
+                states = c.execute(text("SELECT status FROM sweeps")).scalars().all()
+            if set(states) == {"running"}:
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)  # a few more rounds from both replicas
+        with engine.connect() as c:
+            rows = c.execute(text("SELECT status, launch_count, lease_owner FROM sweeps")).all()
+    finally:
+        for process, _ in servers:
+            process.terminate()
+            process.wait(timeout=30)
+    assert len(rows) == 30
+    assert {r.status for r in rows} == {"running"}
+    assert {r.launch_count for r in rows} == {1}
+    assert {r.lease_owner for r in rows} <= {"replica-a", "replica-b"}
+    with engine.begin() as c:
+        c.execute(text("TRUNCATE idempotency_keys, trials, sweeps, tokens, tenants CASCADE"))
+    engine.dispose()
+
+
+def _ready(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not become ready")
