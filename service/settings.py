@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     ray_auth_token: str | None = None
     """Ray's token for clusters with token auth (default: ``RAY_AUTH_TOKEN``, else Ray's
     token file)."""
+    driver_data_dir: str | None = None
+    """Where drivers keep Tune state (``DUALTUNE_DATA_DIR`` of the driver). For the ``ray``
+    launcher, a path every Ray node sees (a shared volume); default: the driver's own."""
     mlflow_tracking_uri: str | None = None
     """Default: SQLite ``{data_dir}/mlflow.db`` (artifacts in ``{data_dir}/mlartifacts``)."""
     mlflow_ui_url: str | None = None

@@ -70,6 +70,8 @@ def _resources(spec: SweepSpec) -> dict[str, float]:
 def _init_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
+    # A driver that runs as a Ray job finds its cluster in RAY_ADDRESS (set by Ray).
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
     else:

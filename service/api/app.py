@@ -61,6 +61,9 @@ def create_app(
         lease_s=settings.lease_s,
         max_launches=settings.max_relaunches,
         metrics=metrics,
+        driver_env={"DUALTUNE_DATA_DIR": settings.driver_data_dir}
+        if settings.driver_data_dir
+        else {},
     )
     stop = threading.Event()
 

@@ -48,10 +48,10 @@ class LocalLauncher:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
+            "DUALTUNE_DATA_DIR": str(self.data_dir),
             **request.env,
             WORKER_TOKEN_ENV: request.worker_token,
             "MLFLOW_TRACKING_URI": request.tracking_uri,
-            "DUALTUNE_DATA_DIR": str(self.data_dir),
             "PYTHONUNBUFFERED": "1",
         }
         try:

@@ -11,11 +11,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from mlflow.tracking import MlflowClient
 
+from service.api.app import create_app
+from service.auth import new_tenant_token
+from service.db.engine import make_engine
+from service.db.migrate import upgrade
+from service.db.repository import Repository
 from service.errors import Unavailable
 from service.launchers import DriverState, LaunchRequest, RayJobsLauncher
-from tests.service.stack import free_port
+from service.settings import Settings
+from tests.service.stack import ThreadedServer, final, free_port, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
@@ -93,3 +101,54 @@ def test_submit_status_logs_stop_and_idempotent_resubmission(jobs_api: str) -> N
     assert relaunch != ref
     launcher.stop(relaunch)
     assert launcher.state("dualtune-no-such-job") == DriverState.GONE
+
+
+def test_a_sweep_runs_end_to_end_as_a_ray_job(jobs_api: str, tmp_path: Path) -> None:
+    """The service with the ray launcher: the driver runs as a job on the cluster, reports
+    back over HTTP, and logs to MLflow."""
+    database = f"sqlite:///{tmp_path / 'dualtune.db'}"
+    engine = make_engine(database)
+    upgrade(engine)
+    token = new_tenant_token()
+    Repository(engine).create_token("ray", token)
+    port = free_port()
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=database,
+        launcher="ray",
+        ray_address=jobs_api,
+        driver_data_dir=str(tmp_path / "drivers"),
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        service_url=f"http://127.0.0.1:{port}",
+        reconcile_interval_s=0.5,
+    )
+    server = ThreadedServer(create_app(settings, engine=engine), port)
+    server.start()
+    try:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}/api/v1",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        ) as api:
+            spec = {
+                "name": "on-ray",
+                "task": {"name": "two_moons"},
+                "constraint": {"kind": "sample_loss"},
+                "methods": ["erm", "fl"],
+                "grid": {"epsilon": 0.2, "dual_lr": 0.05},
+                "train": {"epochs": 3},
+            }
+            sweep_id = api.post("/sweeps", json={"spec": spec}).json()["id"]
+            sweep = wait_for(api, sweep_id, final, timeout_s=300)
+    finally:
+        server.stop()
+        engine.dispose()
+    assert sweep["status"] == "succeeded", sweep
+    assert sweep["trial_counts"] == {"succeeded": 2}
+    parent = MlflowClient(settings.resolved_tracking_uri()).get_run(
+        sweep["mlflow"]["parent_run_id"]
+    )
+    assert parent.data.tags["dualtune.sweep_id"] == sweep_id
+    assert (tmp_path / "drivers" / "tune" / sweep_id).is_dir()  # the driver's data dir
+    logs = RayJobsLauncher(jobs_api).logs(f"dualtune-{sweep_id}-g0-l1")
+    assert f"sweep {sweep_id} generation 0: 2 trials" in logs
