@@ -37,6 +37,9 @@ class ServiceClient:
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
+        return self._send(method, path, **kw).json()
+
+    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kw)
         except httpx.TransportError as exc:
@@ -55,7 +58,7 @@ class ServiceClient:
             if len(errors) > 1:
                 lines += [f"  {e['field']}: {e['message']}" for e in errors]
             raise ClientError("\n".join(lines))
-        return response.json()
+        return response
 
     def ready(self) -> bool:
         try:
@@ -98,6 +101,9 @@ class ServiceClient:
 
     def retry(self, sweep_id: str) -> Any:
         return self._call("POST", f"/api/v1/sweeps/{sweep_id}/retry")
+
+    def logs(self, sweep_id: str, tail: int = 200) -> str:
+        return self._send("GET", f"/api/v1/sweeps/{sweep_id}/logs", params={"tail": tail}).text
 
     def catalog(self) -> Any:
         return self._call("GET", "/api/v1/catalog")

@@ -135,3 +135,14 @@ def retry(
         print_sweep(c.retry(sweep_id), console)
         if wait:
             raise typer.Exit(wait_and_report(c, sweep_id))
+
+
+@app.command()
+def logs(
+    sweep_id: SweepId,
+    tail: Annotated[int, typer.Option(help="last lines")] = 200,
+    url: Url = None,
+) -> None:
+    """The output of a sweep's driver (its latest launch)."""
+    with session(url) as c:
+        sys.stdout.write(c.logs(sweep_id, tail))

@@ -22,12 +22,15 @@ from service.launchers.base import WORKER_TOKEN_ENV, DriverState, LaunchRequest,
 STOP_GRACE_S = 15.0
 
 
-def _ref(pid: int, started: float) -> str:
-    return f"local:{pid}:{started:.2f}"
+LOG_TAIL_BYTES = 256 * 1024
+
+
+def _ref(pid: int, started: float, submission_id: str) -> str:
+    return f"local:{pid}:{started:.2f}:{submission_id}"
 
 
 def _parse(ref: str) -> tuple[int, float]:
-    _, pid, started = ref.split(":")
+    _, pid, started, *_ = ref.split(":")
     return int(pid), float(started)
 
 
@@ -67,7 +70,7 @@ class LocalLauncher:
         except OSError as exc:
             raise LauncherError(f"could not start the driver: {exc}") from exc
         started = psutil.Process(child.pid).create_time()
-        ref = _ref(child.pid, started)
+        ref = _ref(child.pid, started, request.submission_id)
         self._children[ref] = child
         return ref
 
@@ -103,11 +106,15 @@ class LocalLauncher:
             raise LauncherError(f"cannot stop driver {ref}: {exc}") from exc
 
     def logs(self, ref: str) -> str:
-        del ref
-        return ""
-
-    def log_file(self, request: LaunchRequest) -> Path:
-        return self._log_path(request)
+        parts = ref.split(":")
+        if len(parts) < 4:
+            return ""
+        path = self.log_dir / f"{parts[3]}.log"
+        if not path.is_file():
+            return ""
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
+            return f.read().decode(errors="replace")
 
     def check_ready(self) -> None:
         if not os.access(self.python, os.X_OK):

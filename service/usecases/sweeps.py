@@ -10,7 +10,8 @@ from core.reporting import TrialOutcome, build_report
 from core.spec import SpecError, SweepSpec, load_spec
 from service.auth import new_sweep_id
 from service.db.repository import Repository
-from service.errors import InvalidInput
+from service.errors import InvalidInput, NotFound
+from service.launchers.base import Launcher
 from service.records import NewTrial, Page, Sweep, Tenant, Trial
 
 
@@ -127,3 +128,17 @@ def sweep_report(repo: Repository, tenant: Tenant, sweep_id: str) -> tuple[Sweep
 
 def experiment_of(repo: Repository, tenant: Tenant, sweep_id: str) -> str | None:
     return repo.get_sweep(tenant, sweep_id).mlflow_experiment_id
+
+
+def driver_logs(
+    repo: Repository, launcher: Launcher, tenant: Tenant, sweep_id: str, tail: int
+) -> str:
+    """The last ``tail`` lines of the sweep's current (or last) driver's output."""
+    sweep = repo.get_sweep(tenant, sweep_id)
+    if not sweep.launcher_ref:
+        raise NotFound(
+            f"sweep {sweep_id} has no driver yet (it is {sweep.status}); logs appear once it "
+            "is launched"
+        )
+    lines = launcher.logs(sweep.launcher_ref).splitlines()
+    return "\n".join(lines[-tail:]) + ("\n" if lines else "")

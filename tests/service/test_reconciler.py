@@ -336,3 +336,16 @@ def test_one_round_looks_at_every_active_sweep(
     ids = [submit(client, tenant_token)["id"] for _ in range(60)]
     assert reconciler.step() == 60
     assert {d.request.sweep_id for d in launcher.drivers.values()} == set(ids)
+
+
+def test_driver_logs_are_served_once_a_driver_ran(
+    client: TestClient, reconciler: Reconciler, tenant_token: str
+) -> None:
+    sweep_id = submit(client, tenant_token)["id"]
+    before = client.get(f"/api/v1/sweeps/{sweep_id}/logs", headers=auth(tenant_token))
+    assert before.status_code == 404
+    assert "no driver yet" in before.json()["detail"]
+    reconciler.step()
+    after = client.get(f"/api/v1/sweeps/{sweep_id}/logs", headers=auth(tenant_token))
+    assert after.status_code == 200
+    assert after.text == f"fake driver dualtune-{sweep_id}-g0-l1\n"

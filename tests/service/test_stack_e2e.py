@@ -57,6 +57,8 @@ def test_a_sweep_submitted_over_http_runs_and_reports_every_method(stack: Stack)
         assert sweep["trial_counts"] == {"succeeded": 3}
         report = api.get(f"/sweeps/{sweep_id}/report").json()
         trials = api.get(f"/sweeps/{sweep_id}/trials").json()["items"]
+        logs = api.get(f"/sweeps/{sweep_id}/logs").text
+    assert f"sweep {sweep_id} generation 0: 3 trials" in logs  # the driver's own output
 
     assert [m["method"] for m in report["methods"]] == ["erm", "fl"]
     assert all(m["best"] is not None for m in report["methods"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import PlainTextResponse
 
 from service.api.deps import AppSettings, CurrentTenant, Repo
 from service.api.schemas import (
@@ -111,3 +112,16 @@ def retry(sweep_id: str, tenant: CurrentTenant, repo: Repo, settings: AppSetting
 def report(sweep_id: str, tenant: CurrentTenant, repo: Repo) -> dict[str, Any]:
     _, body = sweeps.sweep_report(repo, tenant, sweep_id)
     return body
+
+
+@router.get("/{sweep_id}/logs", response_class=PlainTextResponse)
+def logs(
+    sweep_id: str,
+    tenant: CurrentTenant,
+    repo: Repo,
+    request: Request,
+    tail: Annotated[int, Query(ge=1, le=10000, description="last lines")] = 200,
+) -> PlainTextResponse:
+    """The sweep driver's output (its last launch), for when a sweep fails."""
+    launcher = request.app.state.launcher
+    return PlainTextResponse(sweeps.driver_logs(repo, launcher, tenant, sweep_id, tail))

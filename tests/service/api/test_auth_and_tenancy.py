@@ -13,6 +13,7 @@ SWEEP_ROUTES = [
     ("GET", "/api/v1/sweeps/{id}"),
     ("GET", "/api/v1/sweeps/{id}/trials"),
     ("GET", "/api/v1/sweeps/{id}/report"),
+    ("GET", "/api/v1/sweeps/{id}/logs"),
     ("POST", "/api/v1/sweeps/{id}/cancel"),
     ("POST", "/api/v1/sweeps/{id}/retry"),
 ]
