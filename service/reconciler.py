@@ -44,31 +44,33 @@ class Reconciler:
     def step(self) -> int:
         """One round; returns the number of sweeps it looked at."""
         sweeps = self.repo.claim(self.owner, lease_s=self.lease_s)
+        unfinished = self.repo.unfinished_trials([s.pk for s in sweeps if s.status == "running"])
         for sweep in sweeps:
             try:
-                self._reconcile(sweep)
+                self._reconcile(sweep, unfinished.get(sweep.pk, 0))
             except Conflict:
                 pass  # another replica took the lease over; it carries on
             except ServiceError as exc:
                 log.warning("sweep %s: %s", sweep.id, exc.message)
         return len(sweeps)
 
-    def _reconcile(self, sweep: Sweep) -> None:
+    def _reconcile(self, sweep: Sweep, unfinished: int) -> None:
         if sweep.status in ("pending", "launching"):
             self._launch(sweep)
         elif sweep.status == "running":
-            self._watch(sweep)
+            self._watch(sweep, unfinished)
         elif sweep.status == "cancelling":
             self._cancel(sweep)
 
     def _state(self, sweep: Sweep) -> DriverState:
         return self.launcher.state(sweep.launcher_ref) if sweep.launcher_ref else DriverState.GONE
 
-    def _watch(self, sweep: Sweep) -> None:
+    def _watch(self, sweep: Sweep, unfinished: int) -> None:
         state = self._state(sweep)
-        unfinished = self.repo.unfinished_trials(sweep.pk)
         if state == DriverState.RUNNING:
             return
+        if unfinished:  # counted before the driver ended: its last events may have landed since
+            unfinished = self.repo.unfinished_trials([sweep.pk])[sweep.pk]
         if unfinished == 0:
             self.repo.finish(sweep.id, self.owner, "succeeded", trials="failed")
             return

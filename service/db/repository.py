@@ -491,16 +491,14 @@ class Repository:
     # -- the reconciler's side
     def claim(self, owner: str, *, lease_s: float, limit: int | None = None) -> list[Sweep]:
         """Take (or renew) the lease on active sweeps no other live replica holds. Safe with
-        several replicas: candidates are locked with SKIP LOCKED on Postgres, and each claim
-        is a conditional update that only one replica can win."""
+        several replicas: candidates are locked with SKIP LOCKED on Postgres, and the claim is
+        one conditional update that only one replica can win for each sweep."""
         now = utcnow()
-        until = now + timedelta(seconds=lease_s)
         claimable = or_(
             SweepRow.lease_owner.is_(None),
             SweepRow.lease_owner == owner,
             SweepRow.lease_expires_at < now,
         )
-        claimed: list[Sweep] = []
         with self._unit() as s:
             candidates = list(
                 s.scalars(
@@ -511,20 +509,16 @@ class Repository:
                     .with_for_update(skip_locked=True)
                 )
             )
-            for pk in candidates:
-                won = _rowcount(
-                    s.execute(
-                        update(SweepRow)
-                        .where(SweepRow.pk == pk, SweepRow.status.in_(SWEEP_ACTIVE), claimable)
-                        .values(lease_owner=owner, lease_expires_at=until)
-                    )
-                )
-                if won:
-                    row = s.get(SweepRow, pk)
-                    assert row is not None
-                    s.refresh(row)
-                    claimed.append(_sweep(row))
-        return claimed
+            if not candidates:
+                return []
+            rows = s.scalars(
+                update(SweepRow)
+                .where(SweepRow.pk.in_(candidates), SweepRow.status.in_(SWEEP_ACTIVE), claimable)
+                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s))
+                .returning(SweepRow)
+                .execution_options(synchronize_session=False)
+            )
+            return sorted((_sweep(r) for r in rows), key=lambda sweep: sweep.pk)
 
     def release(self, owner: str) -> None:
         with self._unit() as s:
@@ -590,16 +584,18 @@ class Repository:
             raise Conflict(f"sweep {sweep_id} is no longer leased by {owner}")
         return row
 
-    def unfinished_trials(self, sweep_pk: int) -> int:
+    def unfinished_trials(self, sweep_pks: Sequence[int]) -> dict[int, int]:
+        """Per sweep, its trials not yet final (one query for a whole reconcile round)."""
+        if not sweep_pks:
+            return {}
         with self._unit() as s:
-            return int(
-                s.scalar(
-                    select(func.count()).where(
-                        TrialRow.sweep_pk == sweep_pk, TrialRow.status.not_in(TRIAL_FINAL)
-                    )
-                )
-                or 0
+            rows = s.execute(
+                select(TrialRow.sweep_pk, func.count())
+                .where(TrialRow.sweep_pk.in_(list(sweep_pks)), TrialRow.status.not_in(TRIAL_FINAL))
+                .group_by(TrialRow.sweep_pk)
             )
+            found = {pk: int(n) for pk, n in rows}
+        return {pk: found.get(pk, 0) for pk in sweep_pks}
 
     # -- gauges for /metrics
     def sweeps_by_status(self) -> dict[str, int]:
