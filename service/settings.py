@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     max_relaunches: int = 3
     """Driver launches of one sweep generation before the sweep is marked failed."""
     replica_id: str | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+    """Larger request bodies get a 413."""
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'dualtune.db'}"

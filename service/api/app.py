@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from service.api.errors import install_error_handlers
 from service.api.metrics import ServiceMetrics
-from service.api.middleware import RequestMetrics
+from service.api.middleware import BodyLimit, RequestMetrics
 from service.api.routes import meta, sweeps, worker
 from service.api.tenant_cache import TenantCache
 from service.db.engine import make_engine
@@ -107,6 +107,7 @@ def create_app(
     app.include_router(worker.router)
     app.include_router(meta.router)
 
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app
 

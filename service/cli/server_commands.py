@@ -27,7 +27,7 @@ from service.db.migrate import current_revision, head_revision, upgrade
 from service.db.repository import Repository
 from service.errors import ServiceError, Unauthorized
 from service.settings import Settings
-from service.usecases.tokens import create_token
+from service.usecases.tokens import create_token, list_tokens, revoke_token
 
 db_app = typer.Typer(help="The service's database.", no_args_is_help=True)
 token_app = typer.Typer(help="Tenant tokens.", no_args_is_help=True)
@@ -79,6 +79,34 @@ def token_create(
     except ServiceError as exc:
         raise fail(exc.message) from None
     console.print(token, highlight=False, soft_wrap=True)
+
+
+@token_app.command("list")
+def token_list(
+    tenant: Annotated[str, typer.Option(help="the tenant whose tokens to list")],
+    data_dir: DataDir = None,
+) -> None:
+    """A tenant's tokens, by prefix (the tokens themselves are not stored)."""
+    repo = Repository(make_engine(_settings(data_dir).resolved_database_url()))
+    tokens = list_tokens(repo, tenant)
+    for prefix, created in tokens:
+        console.print(f"{prefix}…  created {created:%Y-%m-%d %H:%M} UTC", highlight=False)
+    if not tokens:
+        console.print(f"tenant {tenant!r} has no tokens")
+
+
+@token_app.command("revoke")
+def token_revoke(
+    prefix: Annotated[str, typer.Argument(help="the start of the token (as `token list` shows)")],
+    data_dir: DataDir = None,
+) -> None:
+    """Revoke a token: it stops working within 10 s on every replica."""
+    repo = Repository(make_engine(_settings(data_dir).resolved_database_url()))
+    try:
+        revoke_token(repo, prefix.rstrip("…"))
+    except ServiceError as exc:
+        raise fail(exc.message) from None
+    console.print(f"revoked {prefix}", highlight=False)
 
 
 def ensure_local_token(repo: Repository, data_dir: Path) -> str:

@@ -166,6 +166,27 @@ class Repository:
                 continue
         raise Conflict(f"could not create a token for tenant {tenant_name!r}; try again")
 
+    def list_tokens(self, tenant_name: str) -> list[tuple[str, datetime]]:
+        """The tenant's tokens as (prefix, created) — the prefix is all that is shown."""
+        with self._unit() as s:
+            rows = s.execute(
+                select(TokenRow.prefix, TokenRow.created_at)
+                .join(TenantRow, TenantRow.pk == TokenRow.tenant_pk)
+                .where(TenantRow.name == tenant_name)
+                .order_by(TokenRow.pk)
+            )
+            return [(prefix, _aware(created) or created) for prefix, created in rows]
+
+    def revoke_token(self, prefix: str) -> int:
+        """Delete the token with this prefix; refuses an ambiguous prefix."""
+        with self._unit() as s:
+            found = list(s.scalars(select(TokenRow).where(TokenRow.prefix.startswith(prefix))))
+            if len(found) > 1:
+                raise Conflict(f"{len(found)} tokens start with {prefix!r}; give more of it")
+            for row in found:
+                s.delete(row)
+            return len(found)
+
     def tenant_for_token(self, token: str) -> Tenant:
         with self._unit() as s:
             row = s.execute(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from service.auth import new_tenant_token
 from service.db.repository import Repository
-from service.errors import InvalidInput
+from service.errors import InvalidInput, NotFound
 from service.records import Tenant
 
 
@@ -15,3 +17,14 @@ def create_token(repo: Repository, tenant_name: str) -> tuple[Tenant, str]:
         raise InvalidInput("tenant: give a name of 1 to 100 characters", field="tenant")
     token = new_tenant_token()
     return repo.create_token(name, token), token
+
+
+def list_tokens(repo: Repository, tenant_name: str) -> list[tuple[str, datetime]]:
+    return repo.list_tokens(tenant_name)
+
+
+def revoke_token(repo: Repository, prefix: str) -> None:
+    if len(prefix) < 6:
+        raise InvalidInput("prefix: give at least 6 characters of the token", field="prefix")
+    if repo.revoke_token(prefix) == 0:
+        raise NotFound(f"no token starts with {prefix!r}; see `dualtune token list --tenant T`")

@@ -119,3 +119,33 @@ def test_no_token_and_no_service_are_explained(
     assert nobody.exit_code == 1
     assert "cannot reach the dualtune service" in nobody.output
     assert "dualtune up" in nobody.output
+
+
+def test_tokens_are_listed_by_prefix_and_revoked(
+    served: FakeLauncher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = runner.invoke(app, ["token", "create", "--tenant", "bob"]).output.strip()
+    listed = runner.invoke(app, ["token", "list", "--tenant", "bob"])
+    assert token[:12] in listed.output
+    assert token not in listed.output
+    monkeypatch.setenv("DUALTUNE_TOKEN", token)
+    assert runner.invoke(app, ["list"]).exit_code == 0
+    revoked = runner.invoke(app, ["token", "revoke", token[:12]])
+    assert revoked.exit_code == 0, revoked.output
+    assert runner.invoke(app, ["token", "revoke", token[:12]]).exit_code == 1  # gone
+    assert "has no tokens" in runner.invoke(app, ["token", "list", "--tenant", "bob"]).output
+
+
+def test_ensure_local_token_writes_a_private_file_once(data_dir: Path) -> None:
+    from service.cli.server_commands import ensure_local_token
+    from service.db.migrate import upgrade
+    from service.db.repository import Repository
+
+    engine = make_engine(f"sqlite:///{data_dir / 'dualtune.db'}")
+    upgrade(engine)
+    repo = Repository(engine)
+    token = ensure_local_token(repo, data_dir)
+    assert (data_dir / "token").stat().st_mode & 0o777 == 0o600
+    assert ensure_local_token(repo, data_dir) == token  # kept across restarts
+    assert repo.tenant_for_token(token).name == "local"
+    engine.dispose()

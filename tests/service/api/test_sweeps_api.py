@@ -179,3 +179,12 @@ def test_the_catalog_lists_tasks_with_schemas_methods_with_grid_keys_and_kinds(
     methods = {m["name"]: m for m in catalog["methods"]}
     assert {"epsilon", "alpha", "dual_lr"} <= set(methods["rfl"]["grid_keys"])
     assert "group_rate" in {k["name"] for k in catalog["constraint_kinds"]}
+
+
+def test_an_oversized_body_is_a_413_not_a_memory_spike(
+    client: TestClient, tenant_token: str
+) -> None:
+    huge = {"spec": small_spec(name="x" * (9 * 1024 * 1024))}
+    response = client.post("/api/v1/sweeps", json=huge, headers=auth(tenant_token))
+    assert response.status_code == 413
+    assert "too large" in response.json()["detail"]
