@@ -278,30 +278,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-@app.command()
-def demo(
-    data_dir: DataDir = None,
-    port: Annotated[int, typer.Option(help="the service's port")] = 8000,
-    mlflow_port: Annotated[int, typer.Option(help="the MLflow UI's port")] = 5000,
-    spec: Annotated[Path, typer.Option(help="the sweep to run")] = EXAMPLE,
-    keep: Annotated[
-        bool | None,
-        typer.Option(
-            "--keep/--no-keep", help="keep the stack up after the report (default: on a terminal)"
-        ),
-    ] = None,
-) -> None:
-    """The tour: start the embedded stack, submit a sweep, watch it, print the report and
-    where to compare the runs in the MLflow UI."""
-    try:
-        loaded = load_spec(spec)
-    except SpecError as exc:
-        raise fail(f"invalid spec {spec}\n{exc}", 2) from None
-    settings = _settings(data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    url = f"http://127.0.0.1:{port}"
+def _start_stack(settings: Settings, port: int, mlflow_port: int) -> subprocess.Popen[bytes]:
     logs = settings.data_dir / "logs"
-    logs.mkdir(exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
     console.print(f"starting the embedded stack (logs in {logs / 'service.log'}) ...")
     with (logs / "service.log").open("ab") as log:
         stack = subprocess.Popen(
@@ -320,19 +299,51 @@ def demo(
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True,  # its own group: stopping it stops Ray and the UI too
         )
+    deadline = time.monotonic() + 120
+    with ServiceClient(f"http://127.0.0.1:{port}", None) as probe:
+        while not (probe.ready() and (settings.data_dir / "token").is_file()):
+            if stack.poll() is not None or time.monotonic() > deadline:
+                _stop(stack)
+                raise fail(
+                    f"the stack did not start; see {logs / 'service.log'} "
+                    f"(is port {port} or {mlflow_port} taken? pass --port / --mlflow-port)"
+                )
+            time.sleep(0.5)
+    return stack
+
+
+@app.command()
+def demo(
+    data_dir: DataDir = None,
+    port: Annotated[int, typer.Option(help="the service's port")] = 8000,
+    mlflow_port: Annotated[int, typer.Option(help="the MLflow UI's port")] = 5000,
+    spec: Annotated[Path, typer.Option(help="the sweep to run")] = EXAMPLE,
+    keep: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep/--no-keep",
+            help="keep the stack up after the report (default: on a terminal)",
+        ),
+    ] = None,
+) -> None:
+    """The tour: start the embedded stack (or use the one already running), submit a sweep,
+    watch it, print the report and where to compare the runs in the MLflow UI."""
     try:
-        deadline = time.monotonic() + 120
-        token_file = settings.data_dir / "token"
-        with ServiceClient(url, None) as probe:
-            while not (probe.ready() and token_file.is_file()):
-                if stack.poll() is not None or time.monotonic() > deadline:
-                    raise fail(
-                        f"the stack did not start; see {logs / 'service.log'} "
-                        f"(is port {port} taken? pass --port)"
-                    )
-                time.sleep(0.5)
+        loaded = load_spec(spec)
+    except SpecError as exc:
+        raise fail(f"invalid spec {spec}\n{exc}", 2) from None
+    settings = _settings(data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{port}"
+    token_file = settings.data_dir / "token"
+    with ServiceClient(url, None) as probe:
+        running = probe.ready() and token_file.is_file()
+    if running:
+        console.print(f"using the dualtune stack already running on {url}")
+    stack = None if running else _start_stack(settings, port, mlflow_port)
+    try:
         with ServiceClient(url, token_file.read_text().strip()) as client:
             body = loaded.model_dump(mode="json")
             digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -350,7 +361,7 @@ def demo(
             highlight=False,
             soft_wrap=True,
         )
-        if keep if keep is not None else sys.stdin.isatty():
+        if stack is not None and (keep if keep is not None else sys.stdin.isatty()):
             console.print("The stack stays up for the MLflow UI; press Ctrl-C to stop it.")
             with contextlib.suppress(KeyboardInterrupt):
                 stack.wait()
@@ -358,4 +369,5 @@ def demo(
     except ClientError as exc:
         raise fail(str(exc)) from None
     finally:
-        _stop(stack)
+        if stack is not None:
+            _stop(stack)

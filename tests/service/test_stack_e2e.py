@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,9 +12,10 @@ from typing import Any
 
 import psutil
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.service.stack import Stack, final, wait_for
+from tests.service.stack import Stack, final, free_port, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
@@ -177,3 +181,45 @@ def test_retry_reruns_the_diverged_trial_in_its_own_child_run(stack: Stack) -> N
         {t["trial_id"]: 1 for t in trials.values()}
     )
     assert (stack.data_dir / "tune" / f"{sweep_id}-retry1").is_dir()
+
+
+def test_demo_runs_a_sweep_through_the_embedded_stack_and_stops_it(tmp_path: Path) -> None:
+    """`dualtune demo` (the README's tour) on a small spec: the stack starts, the sweep runs,
+    the report and the MLflow UI link are printed, and nothing is left running."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(moons("demo-tiny", 3, [0.2])))
+    data_dir = tmp_path / "home"
+    port, ui_port = free_port(), free_port()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "demo",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--mlflow-port",
+            str(ui_port),
+            "--spec",
+            str(spec),
+            "--no-keep",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "DUALTUNE_NUM_CPUS": "2", "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "succeeded (2 trials: 2 succeeded)" in result.stdout
+    assert "best per method" in result.stdout
+    assert f"MLflow UI: http://127.0.0.1:{ui_port}/#/experiments/" in result.stdout
+    assert (data_dir / "token").is_file()
+    assert (data_dir / "mlflow.db").is_file()
+    leftovers = [
+        p.info["cmdline"]
+        for p in psutil.process_iter(["cmdline"])
+        if str(data_dir) in " ".join(p.info["cmdline"] or [])
+    ]
+    assert leftovers == []
