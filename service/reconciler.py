@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -38,6 +39,9 @@ class Reconciler:
     owner: str = field(default_factory=default_replica_id)
     lease_s: float = 30.0
     max_launches: int = 3
+    max_launch_failures: int = 8
+    """Refused launches in a row (backing off 1, 2, 4, … 60 s) before the sweep fails."""
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     driver_env: dict[str, str] = field(default_factory=dict)
     metrics: ServiceMetrics | None = None
 
@@ -85,6 +89,17 @@ class Reconciler:
         self.repo.finish(sweep.id, self.owner, "cancelled", trials="cancelled")
 
     def _launch(self, sweep: Sweep) -> None:
+        if sweep.retry_launch_at is not None and self.now() < sweep.retry_launch_at:
+            return  # the launcher refused recently; wait out the backoff
+        if sweep.launch_failures >= self.max_launch_failures:
+            self.repo.finish(
+                sweep.id,
+                self.owner,
+                "failed",
+                trials="failed",
+                error=f"the launcher refused {sweep.launch_failures} launches: {sweep.error}",
+            )
+            return
         if sweep.launch_count >= self.max_launches:
             reason = sweep.error or "the driver kept stopping before the trials finished"
             self.repo.finish(
@@ -116,7 +131,7 @@ class Reconciler:
         if sweep.status == "pending":
             self._count("launched")
             if self.metrics is not None:
-                waited = (datetime.now(UTC) - sweep.updated_at).total_seconds()
+                waited = (self.now() - sweep.updated_at).total_seconds()
                 self.metrics.launch_latency.observe(max(0.0, waited))
         else:
             self._count("relaunched")

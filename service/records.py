@@ -55,6 +55,8 @@ class Sweep:
     status: str
     generation: int
     launch_count: int
+    launch_failures: int
+    retry_launch_at: datetime | None
     launcher_ref: str | None
     mlflow_experiment_id: str | None
     mlflow_parent_run_id: str | None

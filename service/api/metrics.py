@@ -53,7 +53,8 @@ class ServiceMetrics:
         )
         self.launch_latency = Histogram(
             "dualtune_launch_latency_seconds",
-            "From a sweep queued (submitted or retried) to its driver launched",
+            "From a sweep queued (submitted, retried, or its launch last refused) to its driver "
+            "launched",
             buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900),
             registry=self.registry,
         )

@@ -83,6 +83,8 @@ def _sweep(row: SweepRow, counts: dict[str, int] | None = None) -> Sweep:
         status=row.status,
         generation=row.generation,
         launch_count=row.launch_count,
+        launch_failures=row.launch_failures,
+        retry_launch_at=_aware(row.retry_launch_at),
         launcher_ref=row.launcher_ref,
         mlflow_experiment_id=row.mlflow_experiment_id,
         mlflow_parent_run_id=row.mlflow_parent_run_id,
@@ -227,6 +229,7 @@ class Repository:
                     status="pending",
                     generation=0,
                     launch_count=0,
+                    launch_failures=0,
                     created_at=now,
                     updated_at=now,
                 )
@@ -428,6 +431,7 @@ class Repository:
                     f"sweep {sweep_id} has no failed, diverged or cancelled trials to retry"
                 )
             row.generation, row.launch_count = generation, 0
+            row.launch_failures, row.retry_launch_at = 0, None
             row.status, row.error, row.finished_at = "pending", None, None
             row.launcher_ref = row.worker_token_hash = None
             row.updated_at = now
@@ -566,16 +570,24 @@ class Repository:
             if row.status == "launching":
                 row.status = "running"
             row.launcher_ref = launcher_ref
+            row.launch_failures, row.retry_launch_at, row.error = 0, None, None
             row.launched_at = row.updated_at = utcnow()
 
     def launch_failed(self, sweep_id: str, owner: str, error: str) -> None:
-        """Back to pending for the next round (the launch count bounds the retries)."""
+        """The launcher refused: back to pending, to be tried again after a backoff (1, 2, 4,
+        … 60 s). A refused launch started no driver, so it is not counted as a launch."""
         with self._unit() as s:
             row = self._leased(s, sweep_id, owner)
             if row.status == "launching":
                 row.status = "pending"
+            now = utcnow()
+            row.launch_count -= 1
+            row.launch_failures += 1
+            row.retry_launch_at = now + timedelta(
+                seconds=min(2.0 ** (row.launch_failures - 1), 60)
+            )
             row.error = error
-            row.updated_at = utcnow()
+            row.updated_at = now
 
     def finish(
         self, sweep_id: str, owner: str, status: str, *, trials: str, error: str | None = None

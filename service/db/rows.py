@@ -54,6 +54,9 @@ class SweepRow(Base):
     """Raised by each retry: a retry runs the reset trials as a new Tune experiment."""
     launch_count: Mapped[int] = mapped_column(Integer, default=0)
     """Driver launches in this generation (the first and every relaunch)."""
+    launch_failures: Mapped[int] = mapped_column(Integer, default=0)
+    """Launches the launcher refused in a row (they do not count as launches)."""
+    retry_launch_at: Mapped[datetime | None]
     launcher_ref: Mapped[str | None] = mapped_column(String(200))
     worker_token_hash: Mapped[str | None] = mapped_column(String(64))
     mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64))

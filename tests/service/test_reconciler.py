@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -186,17 +187,46 @@ def test_a_sweep_whose_driver_keeps_dying_fails_with_a_reason(
     assert sweep["trial_counts"] == {"failed": 5}
 
 
-def test_a_refused_launch_is_retried_on_the_next_round(
+def test_a_refused_launch_is_retried_after_a_backoff_and_not_counted_as_a_launch(
     client: TestClient, reconciler: Reconciler, launcher: FakeLauncher, tenant_token: str
 ) -> None:
     sweep_id = submit(client, tenant_token)["id"]
-    launcher.fail_launches = 1
+    launcher.fail_launches = 2
     reconciler.step()
     sweep = _sweep(client, tenant_token, sweep_id)
     assert sweep["status"] == "pending"
     assert "refused" in sweep["error"]
+    reconciler.step()  # within the backoff: not tried again
+    assert launcher.fail_launches == 1
+    later = datetime.now(UTC) + timedelta(seconds=1.5)
+    reconciler.now = lambda: later
+    reconciler.step()  # refused again, backoff doubles to 2 s
+    assert launcher.fail_launches == 0
     reconciler.step()
-    assert _sweep(client, tenant_token, sweep_id)["status"] == "running"
+    assert launcher.drivers == {}
+    even_later = datetime.now(UTC) + timedelta(seconds=5)
+    reconciler.now = lambda: even_later
+    reconciler.step()
+    sweep = _sweep(client, tenant_token, sweep_id)
+    assert sweep["status"] == "running"
+    assert sweep["error"] is None
+    (driver,) = launcher.for_sweep(sweep_id)
+    assert driver.request.launch == 1  # refusals started no driver
+
+
+def test_a_launcher_that_keeps_refusing_fails_the_sweep_with_its_reason(
+    client: TestClient, reconciler: Reconciler, launcher: FakeLauncher, tenant_token: str
+) -> None:
+    sweep_id = submit(client, tenant_token)["id"]
+    launcher.fail_launches = 100
+    for minute in range(reconciler.max_launch_failures + 1):
+        at = datetime.now(UTC) + timedelta(minutes=minute)
+        reconciler.now = lambda at=at: at
+        reconciler.step()
+    sweep = _sweep(client, tenant_token, sweep_id)
+    assert sweep["status"] == "failed"
+    assert "the launcher refused 8 launches" in sweep["error"]
+    assert sweep["trial_counts"] == {"failed": 5}
 
 
 def test_cancel_stops_the_driver_and_marks_unfinished_trials_cancelled(

@@ -143,12 +143,12 @@ def test_a_sweep_runs_end_to_end_as_a_ray_job(jobs_api: str, tmp_path: Path) -> 
     finally:
         server.stop()
         engine.dispose()
-    assert sweep["status"] == "succeeded", sweep
+    logs = RayJobsLauncher(jobs_api).logs(f"dualtune-{sweep_id}-g0-l1")
+    assert sweep["status"] == "succeeded", (sweep["error"], logs[-3000:])
     assert sweep["trial_counts"] == {"succeeded": 2}
     parent = MlflowClient(settings.resolved_tracking_uri()).get_run(
         sweep["mlflow"]["parent_run_id"]
     )
     assert parent.data.tags["dualtune.sweep_id"] == sweep_id
     assert (tmp_path / "drivers" / "tune" / sweep_id).is_dir()  # the driver's data dir
-    logs = RayJobsLauncher(jobs_api).logs(f"dualtune-{sweep_id}-g0-l1")
     assert f"sweep {sweep_id} generation 0: 2 trials" in logs

@@ -35,6 +35,8 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("generation", sa.Integer(), nullable=False),
         sa.Column("launch_count", sa.Integer(), nullable=False),
+        sa.Column("launch_failures", sa.Integer(), nullable=False),
+        sa.Column("retry_launch_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("launcher_ref", sa.String(length=200), nullable=True),
         sa.Column("worker_token_hash", sa.String(length=64), nullable=True),
         sa.Column("mlflow_experiment_id", sa.String(length=64), nullable=True),
