@@ -76,6 +76,9 @@ def _init_ray(address: str | None) -> None:
         ray.init(address=address, log_to_driver=False)
     else:
         ray.init(
+            # "local": a new runtime of our own, even when `ray start` left a cluster on this
+            # machine (address=None would join that one).
+            address="local",
             include_dashboard=False,
             log_to_driver=False,
             num_cpus=int(os.environ.get("DUALTUNE_NUM_CPUS", os.cpu_count() or 1)),

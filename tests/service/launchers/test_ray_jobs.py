@@ -3,15 +3,18 @@ loopback, token auth on as Ray 2.6x has it for local clusters)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -35,13 +38,17 @@ def _ray() -> str:
 
 @pytest.fixture(scope="module")
 def jobs_api() -> Iterator[str]:
+    """A Ray head of its own (own temp dir, own ports), stopped by killing exactly its
+    processes: `ray stop` would stop every Ray on the machine."""
     dashboard = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="rayjobs-", dir="/tmp")  # Ray's socket paths are short
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     subprocess.run(
         [
             _ray(),
             "start",
             "--head",
+            f"--temp-dir={temp_dir}",
             f"--port={free_port()}",
             f"--dashboard-port={dashboard}",
             "--dashboard-host=127.0.0.1",
@@ -54,7 +61,18 @@ def jobs_api() -> Iterator[str]:
         env=env,
     )
     yield f"http://127.0.0.1:{dashboard}"
-    subprocess.run([_ray(), "stop", "--force"], capture_output=True, check=False)
+    head = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any(temp_dir in part or f"={dashboard}" in part for part in p.info["cmdline"] or [])
+    ]
+    with contextlib.suppress(psutil.NoSuchProcess):  # the agents rename themselves `ray::…`
+        head += [child for p in list(head) for child in p.children(recursive=True)]
+    for p in head:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(head, timeout=30)
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _request(launch: int = 1) -> LaunchRequest:
