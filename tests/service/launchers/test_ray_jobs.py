@@ -36,10 +36,11 @@ def _ray() -> str:
     return str(ray) if ray.exists() else (shutil.which("ray") or "ray")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def jobs_api() -> Iterator[str]:
-    """A Ray head of its own (own temp dir, own ports), stopped by killing exactly its
-    processes: `ray stop` would stop every Ray on the machine."""
+    """A Ray head of its own for each test (own temp dir, own ports), stopped by killing
+    exactly its processes: `ray stop` would stop every Ray on the machine, and a head shared
+    between tests would share their fate."""
     dashboard = free_port()
     temp_dir = tempfile.mkdtemp(prefix="rayjobs-", dir="/tmp")  # Ray's socket paths are short
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
