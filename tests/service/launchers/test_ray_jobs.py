@@ -25,6 +25,7 @@ from service.db.migrate import upgrade
 from service.db.repository import Repository
 from service.errors import Unavailable
 from service.launchers import DriverState, LaunchRequest, RayJobsLauncher
+from service.launchers.ray_jobs import default_ray_token as default_token
 from service.settings import Settings
 from tests.service.stack import ThreadedServer, final, free_port, wait_for
 
@@ -61,7 +62,9 @@ def jobs_api() -> Iterator[str]:
         capture_output=True,
         env=env,
     )
-    yield f"http://127.0.0.1:{dashboard}"
+    address = f"http://127.0.0.1:{dashboard}"
+    _wait_for_job_agent(address)
+    yield address
     head = [
         p
         for p in psutil.process_iter(["cmdline"])
@@ -74,6 +77,23 @@ def jobs_api() -> Iterator[str]:
             p.kill()
     psutil.wait_procs(head, timeout=30)
     shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _wait_for_job_agent(address: str) -> None:
+    """A new head answers before its job agent is up ("No available agent to submit job"):
+    wait until a trivial job is accepted, as the reconciler would by backing off."""
+    from ray.job_submission import JobSubmissionClient
+
+    jobs = JobSubmissionClient(address, headers={"Authorization": f"Bearer {default_token()}"})
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            jobs.submit_job(entrypoint="true")
+            return
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def _request(launch: int = 1) -> LaunchRequest:
