@@ -54,6 +54,12 @@ def jobs_api() -> Iterator[str]:
             f"--port={free_port()}",
             f"--dashboard-port={dashboard}",
             "--dashboard-host=127.0.0.1",
+            # Every port of its own: the agents' defaults (52365, ...) would collide with any
+            # other Ray on the machine, and a head whose job agent cannot bind takes no jobs.
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
             "--include-dashboard=true",
             "--num-cpus=1",
             "--disable-usage-stats",
