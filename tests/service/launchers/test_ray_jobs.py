@@ -69,20 +69,22 @@ def jobs_api() -> Iterator[str]:
         env=env,
     )
     address = f"http://127.0.0.1:{dashboard}"
-    _wait_for_job_agent(address)
-    yield address
-    head = [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if any(temp_dir in part or f"={dashboard}" in part for part in p.info["cmdline"] or [])
-    ]
-    with contextlib.suppress(psutil.NoSuchProcess):  # the agents rename themselves `ray::…`
-        head += [child for p in list(head) for child in p.children(recursive=True)]
-    for p in head:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    psutil.wait_procs(head, timeout=30)
-    shutil.rmtree(temp_dir, ignore_errors=True)
+    try:
+        _wait_for_job_agent(address)
+        yield address
+    finally:  # also when the head never took a job: leave nothing running
+        head = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if any(temp_dir in part or f"={dashboard}" in part for part in p.info["cmdline"] or [])
+        ]
+        with contextlib.suppress(psutil.NoSuchProcess):  # the agents rename themselves `ray::…`
+            head += [child for p in list(head) for child in p.children(recursive=True)]
+        for p in head:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(head, timeout=30)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _wait_for_job_agent(address: str) -> None:
