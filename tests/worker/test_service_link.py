@@ -6,15 +6,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from sqlalchemy import Engine
 
+from core.spec import load_spec
 from service.api.app import create_app
 from service.db.engine import make_engine
 from service.db.migrate import upgrade
 from service.db.repository import Repository
 from service.launchers import FakeLauncher
-from service.records import NewTrial
+from service.records import NewTrial, Tenant
 from service.settings import Settings
 from tests.service.stack import ThreadedServer as Server
 from tests.service.stack import free_port
@@ -22,12 +26,28 @@ from worker.events import TrialEvent
 from worker.service_link import ServiceEventSink, ServiceLink, ServiceRejectedError
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[Repository, str, str]]:
+def _launched_sweep(
+    tmp_path: Path, sweep_id: str, worker_token: str, trials: list[NewTrial], spec: dict[str, Any]
+) -> tuple[Repository, Tenant, Engine, FastAPI]:
+    """A sweep stored and launched (its worker token minted), and the service app over it."""
     engine = make_engine(f"sqlite:///{tmp_path / 'dualtune.db'}")
     upgrade(engine)
     repo = Repository(engine)
-    tenant = repo.create_token("t", "dt_link")
+    tenant = repo.create_token("t", "dt_" + sweep_id)
+    repo.create_sweep(tenant, sweep_id=sweep_id, name=sweep_id, spec=spec, trials=trials)
+    repo.claim("r", lease_s=60)
+    repo.begin_launch(sweep_id, "r", worker_token)
+    app = create_app(
+        Settings(data_dir=tmp_path, launcher="fake"),
+        FakeLauncher(),
+        engine=engine,
+        reconcile=False,
+    )
+    return repo, tenant, engine, app
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[Repository, str, str]]:
     spec = {
         "name": "link",
         "task": {"name": "two_moons"},
@@ -35,23 +55,10 @@ def service(tmp_path: Path) -> Iterator[tuple[Repository, str, str]]:
         "methods": ["erm"],
         "grid": {"seed": [0, 1]},
     }
-    from core.spec import load_spec
-
-    trials = load_spec(spec).trials()
-    repo.create_sweep(
-        tenant,
-        sweep_id="sw-link000001",
-        name="link",
-        spec=load_spec(spec).model_dump(mode="json"),
-        trials=[NewTrial(t.trial_id, t.index, t.method, dict(t.params)) for t in trials],
-    )
-    repo.claim("r", lease_s=60)
-    repo.begin_launch("sw-link000001", "r", "dtw_link")
-    app = create_app(
-        Settings(data_dir=tmp_path, launcher="fake"),
-        FakeLauncher(),
-        engine=engine,
-        reconcile=False,
+    loaded = load_spec(spec)
+    trials = [NewTrial(t.trial_id, t.index, t.method, dict(t.params)) for t in loaded.trials()]
+    repo, _, engine, app = _launched_sweep(
+        tmp_path, "sw-link000001", "dtw_link", trials, loaded.model_dump(mode="json")
     )
     port = free_port()
     server = Server(app, port)
@@ -84,24 +91,12 @@ def test_a_revoked_token_is_rejected_not_retried(service: tuple[Repository, str,
 def test_events_sent_during_an_outage_arrive_when_the_service_is_back(
     tmp_path: Path,
 ) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'dualtune.db'}")
-    upgrade(engine)
-    repo = Repository(engine)
-    tenant = repo.create_token("t", "dt_outage")
-    repo.create_sweep(
-        tenant,
-        sweep_id="sw-outage00001",
-        name="o",
-        spec={},
-        trials=[NewTrial("a", 0, "erm", {}), NewTrial("b", 1, "erm", {})],
-    )
-    repo.claim("r", lease_s=60)
-    repo.begin_launch("sw-outage00001", "r", "dtw_outage")
-    app = create_app(
-        Settings(data_dir=tmp_path, launcher="fake"),
-        FakeLauncher(),
-        engine=engine,
-        reconcile=False,
+    repo, tenant, engine, app = _launched_sweep(
+        tmp_path,
+        "sw-outage00001",
+        "dtw_outage",
+        [NewTrial("a", 0, "erm", {}), NewTrial("b", 1, "erm", {})],
+        {},
     )
     server = Server(app, free_port())
 
