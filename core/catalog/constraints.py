@@ -14,6 +14,11 @@ class ConstraintKindInfo:
     needs_classification: bool = False
     needs_group_attribute: bool = False
     allows_equality: bool = False
+    extra_metrics: tuple[str, ...] = ()
+    """Split metrics the kind reports beyond §3.4 (e.g. ``descent_frac``)."""
+    generic: bool = True
+    """Applies to any task that meets the flags above; a task-specific kind applies only to
+    the tasks that list it in ``TaskInfo.constraint_kinds``."""
 
 
 CONSTRAINT_KINDS: dict[str, ConstraintKindInfo] = {

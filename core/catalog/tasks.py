@@ -6,7 +6,7 @@ only when a trial runs; this module holds what the spec validates against.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -69,7 +69,12 @@ class TaskInfo:
     group_attributes: tuple[str, ...] = ()
     has_objective: bool = False
     """The task defines its own objective for ``sample_loss`` (else the objective is 0)."""
-    default_constraint_kinds: tuple[str, ...] = field(default=())
+    constraint_kinds: tuple[str, ...] | None = None
+    """The constraint kinds the task supports; ``None``: every generic kind (the kinds whose
+    ``ConstraintKindInfo.generic`` is true). A task that supports a task-specific kind
+    (``pinn_residual``, ``layer_descent``) lists every kind it supports."""
+    extra_metrics: tuple[str, ...] = ()
+    """Split metrics the task reports beyond §3.4 (e.g. ``rel_l2``), as ``<split>/<name>``."""
 
 
 TASKS: dict[str, TaskInfo] = {

@@ -57,6 +57,15 @@ class ConstraintKind(ABC):
     def evaluate(self, task: Task, model: nn.Module, output: Tensor, split: Split) -> Tensor:
         """All constraint values on a whole split (for metrics; no gradients needed)."""
 
+    def extra_metrics(
+        self, task: Task, model: nn.Module, output: Tensor, split: Split, prefix: str
+    ) -> dict[str, Tensor]:
+        """Metrics beyond ARCHITECTURE §3.4, named ``<prefix>/<name>``; each name must be
+        listed in the catalog's ``ConstraintKindInfo.extra_metrics``. Called without
+        gradients."""
+        del task, model, output, split, prefix
+        return {}
+
     def objective(self, task: Task, model: nn.Module, losses: Tensor) -> Tensor:
         """What constrained methods minimise next to the constraints: the mean loss."""
         del task, model

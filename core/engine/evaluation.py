@@ -64,4 +64,6 @@ def evaluate_split(
             metrics[f"{prefix}/dp_gap"] = tail.dp_gap(
                 positive, split.groups[kind.attribute], kind.num_groups
             )
+        metrics.update(task.extra_metrics(model, output, split, prefix))
+        metrics.update(kind.extra_metrics(task, model, output, split, prefix))
     return SplitEvaluation(metrics, losses, values)

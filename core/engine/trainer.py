@@ -96,7 +96,7 @@ class Trainer:
         for start in range(0, train.n, size):
             idx = order[start : start + size]
             yield Batch(
-                train.x.index_select(0, idx),
+                self.task.augment(train.x.index_select(0, idx), self.generator),
                 train.y.index_select(0, idx),
                 idx,
                 {k: v.index_select(0, idx) for k, v in train.groups.items()},

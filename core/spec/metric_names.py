@@ -30,8 +30,14 @@ METRIC_NAMES: tuple[str, ...] = (
 )
 
 
-def metric_names_for(problem: str, constraint_kind: str) -> tuple[str, ...]:
-    """The metrics a trial of this problem type and constraint kind reports."""
+def metric_names_for(
+    problem: str, constraint_kind: str, extra: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """The metrics a trial of this problem type and constraint kind reports.
+
+    ``extra`` names split metrics that a task or a constraint kind adds (``rel_l2``,
+    ``descent_frac``): each is reported for both splits, as ``train/<name>`` and ``val/<name>``.
+    """
     names = []
     for name in METRIC_NAMES:
         if name.endswith("/accuracy") and problem != "classification":
@@ -39,4 +45,5 @@ def metric_names_for(problem: str, constraint_kind: str) -> tuple[str, ...]:
         if name.endswith("/dp_gap") and constraint_kind != "group_rate":
             continue
         names.append(name)
+    names += [f"{s}/{m}" for s in SPLITS for m in extra]
     return tuple(names)

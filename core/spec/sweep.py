@@ -76,6 +76,17 @@ class SweepSpec(BaseModel):
                     f"{task.name!r} is a {task.problem} task",
                 )
             )
+        supported = task.constraint_kinds or tuple(
+            k for k, info in CONSTRAINT_KINDS.items() if info.generic
+        )
+        if kind.name not in supported:
+            items.append(
+                (
+                    "constraint.kind",
+                    f"task {task.name!r} does not support constraint kind {kind.name!r}; "
+                    f"kinds for {task.name}: {', '.join(supported)}",
+                )
+            )
         if kind.needs_group_attribute:
             attribute = getattr(self.constraint, "attribute", None)
             if not task.group_attributes:
@@ -125,7 +136,9 @@ class SweepSpec(BaseModel):
                             f"{key} is a νPI gain; set dual.optimizer: {{name: nupi}} to sweep it",
                         )
                     )
-        valid_metrics = metric_names_for(task.problem, self.constraint.kind)
+        valid_metrics = metric_names_for(
+            task.problem, self.constraint.kind, task.extra_metrics + kind.extra_metrics
+        )
         if self.selection.metric not in valid_metrics:
             items.append(
                 (

@@ -91,6 +91,21 @@ class Task(ABC):
         del model
         return None
 
+    def augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """A training batch's inputs after random augmentation (none by default). Draw every
+        random number from ``generator`` (the trial's batch-order generator, on the CPU), so
+        that a resumed trial sees the same augmentations."""
+        del generator
+        return x
+
+    def extra_metrics(
+        self, model: nn.Module, output: Tensor, split: Split, prefix: str
+    ) -> dict[str, Tensor]:
+        """Metrics beyond ARCHITECTURE §3.4, named ``<prefix>/<name>``; each name must be
+        listed in the catalog's ``TaskInfo.extra_metrics``. Called without gradients."""
+        del model, output, split, prefix
+        return {}
+
     def predictions(self, output: Tensor) -> Tensor:
         """Hard predictions (class index) for accuracy and positive rates."""
         return output.argmax(dim=-1)
