@@ -1,0 +1,400 @@
+"""Write ``docs/results.md`` and its figures from the result records of ``runner``.
+
+Every number and verdict in the report is computed here from the records; nothing is typed
+in by hand, so regenerating the runs regenerates the conclusions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from core.reporting import TrialOutcome, build_report
+from core.spec import SweepSpec
+from reproduce.experiments import SECTIONS, Section
+from reproduce.runner import QUANTILES
+
+Record = dict[str, Any]
+Trial = dict[str, Any]
+
+METHOD_ORDER = ("erm", "penalty", "cserm", "fl", "rfl", "alm", "sal")
+
+
+def _value(trial: Trial, column: str) -> float:
+    """A metric of the trial, or a derived column (``slack_*`` = multiplier / α)."""
+    metrics: Mapping[str, float] = trial["metrics"]
+    if column.startswith("slack_"):
+        alpha = trial["params"].get("alpha")
+        lam = metrics.get("dual/lambda_" + column.removeprefix("slack_"))
+        if alpha is None or lam is None:
+            return math.nan
+        return float(lam) / float(alpha)
+    value = metrics.get(column)
+    return math.nan if value is None else float(value)
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "–"
+    if value == 0:
+        return "0"
+    if abs(value) >= 1000 or abs(value) < 1e-3:
+        return f"{value:.2e}"
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+
+
+def _params(trial: Trial) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in trial["params"].items() if k != "seed") or "–"
+
+
+def _sorted(trials: Sequence[Trial]) -> list[Trial]:
+    def key(t: Trial) -> tuple[int, tuple[float, ...]]:
+        order = METHOD_ORDER.index(t["method"]) if t["method"] in METHOD_ORDER else 99
+        return order, tuple(float(v) for _, v in sorted(t["params"].items()))
+
+    return sorted(trials, key=key)
+
+
+def _short(column: str) -> str:
+    return column.replace("constraint/", "").replace("train/", "").replace("val/", "")
+
+
+def table(trials: Sequence[Trial], columns: Sequence[str]) -> list[str]:
+    lines = [
+        "| method | params | status | " + " | ".join(_short(c) for c in columns) + " |",
+        "|---|---|---|" + "---|" * len(columns),
+    ]
+    for t in _sorted(trials):
+        cells = [_fmt(_value(t, c)) for c in columns]
+        head = f"| {t['method']} | {_params(t)} | {t['status']} | "
+        lines.append(head + " | ".join(cells) + " |")
+    return lines
+
+
+def best_per_method(record: Record) -> dict[str, Trial]:
+    """The best trial of each method by the spec's own ``selection`` (feasible first), as
+    the service's report picks it."""
+    spec = SweepSpec.model_validate(record["spec"])
+    outcomes = [
+        TrialOutcome(t["trial_id"], t["method"], t["params"], t["status"], t["metrics"])
+        for t in record["trials"]
+    ]
+    report = build_report(spec, outcomes, sweep_id=record["sweep_id"])
+    by_id = {t["trial_id"]: t for t in record["trials"]}
+    best: dict[str, Trial] = {}
+    for entry in report["methods"]:
+        chosen = entry["best"] or entry["best_infeasible"]
+        if chosen is not None:
+            best[entry["method"]] = by_id[chosen["trial_id"]]
+    return best
+
+
+def _budget(record: Record) -> str:
+    spec = record["spec"]
+    train = spec["train"]
+    params = ", ".join(f"{k}={v}" for k, v in spec["task"]["params"].items() if v is not None)
+    seeds = spec["grid"].get("seed") or [0]
+    return (
+        f"task `{spec['task']['name']}` ({params}); {train['epochs']} epochs, batch "
+        f"{train['batch_size']}, {train['optimizer']['name']} lr {train['optimizer']['lr']}; "
+        f"seeds {list(seeds)}; {len(record['trials'])} trials in {record['wall_s'] / 60:.1f} min"
+    )
+
+
+# -- verdicts: each returns sentences computed from the records
+
+
+def _rel(a: float, b: float) -> float:
+    return a / b - 1.0 if b else math.nan
+
+
+def verdict_feasible_learning(records: Sequence[Record]) -> list[str]:
+    out = []
+    for record in records:
+        best = best_per_method(record)
+        erm = best.get("erm")
+        if erm is None:
+            out.append(f"* `{record['name']}`: no ERM trial finished; no comparison.")
+            continue
+        for method in ("fl", "rfl", "cserm"):
+            t = best.get(method)
+            if t is None:
+                continue
+            cvar = _value(t, "train/cvar_0.1"), _value(erm, "train/cvar_0.1")
+            top = _value(t, "train/loss_max"), _value(erm, "train/loss_max")
+            mean = _value(t, "train/loss_mean"), _value(erm, "train/loss_mean")
+            holds = cvar[0] < cvar[1] and top[0] < top[1] and _rel(*mean) <= 0.05
+            acc = ""
+            if not math.isnan(_value(t, "val/accuracy")):
+                diff = 100 * (_value(t, "val/accuracy") - _value(erm, "val/accuracy"))
+                acc = f"; val accuracy {diff:+.2f} points"
+            out.append(
+                f"* `{record['name']}` {method} ({_params(t)}) vs ERM: train CVaR₀.₁ "
+                f"{_fmt(cvar[0])} vs {_fmt(cvar[1])} ({100 * _rel(*cvar):+.1f} %), max loss "
+                f"{_fmt(top[0])} vs {_fmt(top[1])} ({100 * _rel(*top):+.1f} %), mean "
+                f"{100 * _rel(*mean):+.1f} %{acc} — claim (lower CVaR₀.₁ and max, mean at most "
+                f"5 % above) **{'holds' if holds else 'does not hold'}** here."
+            )
+    return out
+
+
+def verdict_demographic_parity(records: Sequence[Record]) -> list[str]:
+    out = []
+    for record in records:
+        trials = [t for t in record["trials"] if t["status"] == "succeeded"]
+        erm = next((t for t in trials if t["method"] == "erm"), None)
+        if erm is None:
+            continue
+        for t in _sorted(trials):
+            if t["method"] not in ("fl", "alm"):
+                continue
+            gap, acc = _value(t, "train/dp_gap"), _value(t, "val/accuracy")
+            diff = 100 * (acc - _value(erm, "val/accuracy"))
+            holds = gap <= 0.01 and diff >= -3.0
+            out.append(
+                f"* `{record['name']}` {t['method']} ({_params(t)}): train dp_gap {_fmt(gap)} "
+                f"(ERM {_fmt(_value(erm, 'train/dp_gap'))}), val accuracy {diff:+.2f} points "
+                f"from ERM — claim (dp_gap ≤ 0.01, accuracy within 3 points) "
+                f"**{'holds' if holds else 'does not hold'}**."
+            )
+    return out
+
+
+def verdict_sal(records: Sequence[Record]) -> list[str]:
+    out = []
+    for record in records:
+        trials = [t for t in record["trials"] if t["status"] == "succeeded"]
+        sals = [t for t in trials if t["method"] == "sal"]
+        for penalty in _sorted([t for t in trials if t["method"] == "penalty"]):
+            for sal in sals:
+                v_sal, v_pen = (_value(x, "constraint/violation_max") for x in (sal, penalty))
+                a_sal, a_pen = (_value(x, "val/accuracy") for x in (sal, penalty))
+                holds = v_sal < v_pen and a_sal >= a_pen - 0.005
+                out.append(
+                    f"* `{record['name']}` sal ({_params(sal)}) vs penalty ({_params(penalty)}):"
+                    f" max violation {_fmt(v_sal)} vs {_fmt(v_pen)}, val accuracy "
+                    f"{100 * a_sal:.2f} % vs {100 * a_pen:.2f} % — claim (lower violation at "
+                    f"no lower accuracy, 0.5-point tolerance) "
+                    f"**{'holds' if holds else 'does not hold'}**."
+                )
+    return out
+
+
+def verdict_convection(records: Sequence[Record]) -> list[str]:
+    out = []
+    for record in records:
+        trials = [t for t in record["trials"] if t["status"] == "succeeded"]
+        penalty = [t for t in trials if t["method"] == "penalty"]
+        for t in _sorted([t for t in trials if t["method"] != "penalty"]):
+            for p in penalty:
+                a, b = _value(t, "val/rel_l2"), _value(p, "val/rel_l2")
+                out.append(
+                    f"* {t['method']} ({_params(t)}) relative L2 {_fmt(a)} vs weighted-penalty "
+                    f"PINN ({_params(p)}) {_fmt(b)} — claim (constrained below penalty) "
+                    f"**{'holds' if a < b else 'does not hold'}** at this budget."
+                )
+    return out
+
+
+def verdict_layer_descent(records: Sequence[Record]) -> list[str]:
+    out = []
+    for record in records:
+        best = best_per_method(record)
+        erm = best.get("erm")
+        if erm is None:
+            continue
+        for method, t in best.items():
+            if method == "erm":
+                continue
+            d, d0 = _value(t, "val/descent_frac"), _value(erm, "val/descent_frac")
+            n, n0 = _value(t, "val/noisy_accuracy"), _value(erm, "val/noisy_accuracy")
+            out.append(
+                f"* {method} ({_params(t)}): val descent share {_fmt(d)} vs ERM {_fmt(d0)} "
+                f"({'higher' if d > d0 else 'not higher'}; "
+                f"{'below' if d < 1 else 'at'} 100 %), noisy-input accuracy {_fmt(n)} vs "
+                f"{_fmt(n0)} ({'≥ ERM' if n >= n0 else 'below ERM'})."
+            )
+    return out
+
+
+def _spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+    def ranks(v: Sequence[float]) -> list[float]:
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        for rank, i in enumerate(order):
+            r[i] = float(rank)
+        return r
+
+    rx, ry = ranks(xs), ranks(ys)
+    n = len(xs)
+    if n < 2:
+        return math.nan
+    mx, my = sum(rx) / n, sum(ry) / n
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    sx = math.sqrt(sum((a - mx) ** 2 for a in rx))
+    sy = math.sqrt(sum((b - my) ** 2 for b in ry))
+    return cov / (sx * sy) if sx and sy else math.nan
+
+
+def verdict_rfl_alpha(records: Sequence[Record]) -> list[str]:
+    out = []
+    for record in records:
+        rfl = [t for t in record["trials"] if t["method"] == "rfl" and t["status"] == "succeeded"]
+        alphas = [float(t["params"]["alpha"]) for t in rfl]
+        if len(rfl) < 2:
+            continue
+        for column in ("train/cvar_0.1", "slack_mean"):
+            rho = _spearman(alphas, [_value(t, column) for t in rfl])
+            out.append(
+                f"* Spearman rank correlation of α with {column}: {rho:+.2f} "
+                f"({len(rfl)} values of α)."
+            )
+    return out
+
+
+VERDICTS: dict[str, Callable[[Sequence[Record]], list[str]]] = {
+    "feasible_learning": verdict_feasible_learning,
+    "demographic_parity": verdict_demographic_parity,
+    "sal": verdict_sal,
+    "convection": verdict_convection,
+    "layer_descent": verdict_layer_descent,
+    "rfl_alpha": verdict_rfl_alpha,
+}
+
+
+# -- figures
+
+
+def figure_loss_cdf(record: Record, path: Path) -> bool:
+    best = best_per_method(record)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = False
+    for method, t in sorted(best.items(), key=lambda kv: METHOD_ORDER.index(kv[0])):
+        q = t.get("train_loss_quantiles")
+        if not q:
+            continue
+        ax.plot([max(v, 1e-6) for v in q], QUANTILES, label=f"{method} ({_params(t)})")
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_xscale("log")
+    ax.set_xlabel("per-sample training loss (log scale)")
+    ax.set_ylabel("share of training samples ≤ loss")
+    ax.set_title(f"{record['name']}: training-loss CDF, best trial per method")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def figure_dp_tradeoff(record: Record, path: Path) -> bool:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    trials = [t for t in record["trials"] if t["status"] == "succeeded"]
+    for method in METHOD_ORDER:
+        pts = [t for t in trials if t["method"] == method]
+        if pts:
+            ax.scatter(
+                [_value(t, "train/dp_gap") for t in pts],
+                [100 * _value(t, "val/accuracy") for t in pts],
+                label=method,
+            )
+    ax.set_xlabel("train dp_gap (max − min group positive rate)")
+    ax.set_ylabel("val accuracy (%)")
+    ax.set_title(f"{record['name']}: disparity against accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return bool(trials)
+
+
+def figure_alpha_ablation(record: Record, path: Path) -> bool:
+    rfl = sorted(
+        (t for t in record["trials"] if t["method"] == "rfl" and t["status"] == "succeeded"),
+        key=lambda t: float(t["params"]["alpha"]),
+    )
+    if not rfl:
+        return False
+    alphas = [float(t["params"]["alpha"]) for t in rfl]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(alphas, [_value(t, "train/cvar_0.1") for t in rfl], "o-", label="train CVaR₀.₁")
+    ax.plot(alphas, [_value(t, "train/loss_mean") for t in rfl], "s-", label="train mean loss")
+    erm = [t for t in record["trials"] if t["method"] == "erm" and t["status"] == "succeeded"]
+    if erm:
+        ax.axhline(_value(erm[0], "train/cvar_0.1"), ls="--", c="grey", label="ERM CVaR₀.₁")
+    ax.set_xscale("log")
+    ax.set_xlabel("slack cost α")
+    ax.set_ylabel("loss")
+    twin = ax.twinx()
+    twin.plot(alphas, [_value(t, "slack_mean") for t in rfl], "^:", c="C3", label="mean slack")
+    twin.set_yscale("log")
+    twin.set_ylabel("mean slack u = λ/α")
+    lines = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8)
+    ax.set_title(f"{record['name']}: RFL over α")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+FIGURES: dict[str, Callable[[Record, Path], bool]] = {
+    "loss_cdf": figure_loss_cdf,
+    "dp_tradeoff": figure_dp_tradeoff,
+    "alpha_ablation": figure_alpha_ablation,
+}
+
+
+def section_markdown(
+    number: int, section: Section, records: Sequence[Record], figure_dir: Path, doc: Path
+) -> list[str]:
+    lines = [f"## {number}. {section.title}", "", f"**Claim.** {section.claim}", ""]
+    lines += [f"**Paper's budget.** {section.paper_budget}. Ours is smaller:", ""]
+    for record in records:
+        lines.append(f"* `{record['name']}`: {_budget(record)}.")
+    lines.append("")
+    missing = [s for s in section.specs if s not in {r["name"] for r in records}]
+    if missing:
+        lines += [f"Not run yet: {', '.join(missing)}.", ""]
+    for record in records:
+        lines += [f"### `{record['name']}`", ""]
+        for caption, columns in section.tables:
+            if caption:
+                lines += [f"*{caption}*", ""]
+            lines += table(record["trials"], columns)
+            lines.append("")
+        failed = [t for t in record["trials"] if t["status"] != "succeeded"]
+        for t in failed:
+            lines.append(f"* {t['trial_id']} {t['status']}: {t.get('error') or ''}")
+        if failed:
+            lines.append("")
+        if section.figure:
+            path = figure_dir / f"{record['name']}_{section.figure}.png"
+            if FIGURES[section.figure](record, path):
+                lines += [f"![{record['name']}]({path.relative_to(doc.parent).as_posix()})", ""]
+    verdicts = VERDICTS[section.key](records)
+    if verdicts:
+        lines += ["**Measured.**", "", *verdicts, ""]
+    lines += list(section.notes)
+    return lines
+
+
+def write_report(records: Mapping[str, Record], doc: Path, header: Sequence[str]) -> None:
+    figure_dir = doc.parent / "results"
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    lines = list(header)
+    for number, section in enumerate(SECTIONS, start=1):
+        found = [records[name] for name in section.specs if name in records]
+        lines += section_markdown(number, section, found, figure_dir, doc)
+    doc.write_text("\n".join(lines).rstrip() + "\n")
