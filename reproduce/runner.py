@@ -26,7 +26,8 @@ def sweep_id_for(spec: SweepSpec) -> str:
     """Stable per spec content: an unchanged spec resumes (and finds its finished trials);
     an edited one starts afresh."""
     digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:10]
-    return f"reproduce-{spec.name}-{digest}"
+    name = spec.name if spec.name.startswith("reproduce") else f"reproduce-{spec.name}"
+    return f"{name}-{digest}"
 
 
 def run_spec(name: str, work_dir: Path, *, fresh: bool = False) -> dict[str, Any]:
