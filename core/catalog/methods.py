@@ -36,12 +36,14 @@ METHODS: dict[str, MethodInfo] = {
             "erm",
             "mean training loss; constraints ignored (baseline, still measured)",
             ("lr", "seed"),
+            kinds=(*ALL_KINDS, "layer_descent"),
             uses_multipliers=False,
         ),
         MethodInfo(
             "penalty",
             "objective + c·Σ violations₊ with a fixed coefficient c",
             ("epsilon", "penalty", "lr", "seed"),
+            kinds=(*ALL_KINDS, "pinn_residual", "layer_descent"),
             uses_multipliers=False,
         ),
         MethodInfo(
@@ -56,16 +58,19 @@ METHODS: dict[str, MethodInfo] = {
             "Lagrangian primal-dual (GDA): λ ← Π[λ + η_λ(g − ε)], "
             "primal step on objective + Σλ(g − ε)",
             ("epsilon", "dual_lr", "kp", "nu", "lr", "seed"),
+            kinds=(*ALL_KINDS, "pinn_residual", "layer_descent"),
         ),
         MethodInfo(
             "rfl",
             "resilient FL: slack cost α‖u‖²/2, λ ← Π[λ + η_λ(g − ε − λ/α)]",
             ("epsilon", "alpha", "dual_lr", "kp", "nu", "lr", "seed"),
+            kinds=(*ALL_KINDS, "pinn_residual", "layer_descent"),
         ),
         MethodInfo(
             "alm",
             "augmented Lagrangian (method of multipliers): λ ← Π[λ + η_λ·ρ·(g − ε)]",
             ("epsilon", "rho", "dual_lr", "lr", "seed"),
+            kinds=(*ALL_KINDS, "pinn_residual", "layer_descent"),
             defaults={"dual_lr": 1.0},
         ),
         MethodInfo(
@@ -75,7 +80,14 @@ METHODS: dict[str, MethodInfo] = {
             ("epsilon", "rho", "rho_growth", "rho_max", "lr", "seed"),
             # The acceptance test compares violations between steps; per-sample constraints
             # observe a different batch each step, so the comparison would be noise.
-            kinds=("group_rate", "class_loss", "weight_norm", "orthogonality"),
+            kinds=(
+                "group_rate",
+                "class_loss",
+                "weight_norm",
+                "orthogonality",
+                "pinn_residual",
+                "layer_descent",
+            ),
         ),
     )
 }

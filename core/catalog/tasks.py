@@ -30,7 +30,12 @@ class TwoMoonsParams(TaskParams):
 
 
 class DigitsParams(TaskParams):
+    model: Literal["mlp", "resmlp"] = "mlp"
+    """``mlp``: ReLU MLP of widths ``hidden``. ``resmlp``: residual MLP of ``blocks`` blocks
+    of ``width`` with a shared readout after every block (``layer_descent`` needs it)."""
     hidden: Hidden = Field(default_factory=lambda: [64])
+    blocks: Annotated[int, Field(ge=1, le=32)] = 4
+    width: Annotated[int, Field(ge=1, le=4096)] = 64
     val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     data_seed: Annotated[int, Field(ge=0)] = 0
 
@@ -55,6 +60,74 @@ class PolyfitParams(TaskParams):
     n_val: PositiveInt = 200
     noise: Annotated[float, Field(ge=0.0)] = 0.1
     degree: Annotated[int, Field(ge=1, le=64)] = 15
+    data_seed: Annotated[int, Field(ge=0)] = 0
+
+
+DataDir = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class FashionMnistParams(TaskParams):
+    data_dir: DataDir = "/usr/share/datasets/fashion-mnist"
+    """Folder with the four IDX files (``.gz`` or not), as Debian's dataset-fashion-mnist
+    installs them."""
+    model: Literal["mlp", "cnn"] = "mlp"
+    hidden: Hidden = Field(default_factory=lambda: [256, 256])
+    """MLP widths (``model: mlp`` only)."""
+    n_train: Annotated[int, Field(ge=1, le=60_000)] | None = None
+    """Stratified subset of the 60,000 training images (all of them when unset)."""
+    n_val: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    """Stratified subset of the 10,000 test images used as val (all when unset)."""
+    data_seed: Annotated[int, Field(ge=0)] = 0
+
+
+class Cifar10Params(TaskParams):
+    data_dir: DataDir
+    """The ``cifar-10-batches-py`` folder of the python version, or its parent; not shipped."""
+    model: Literal["resnet18", "cnn"] = "resnet18"
+    augment: bool = True
+    """Random crop (32, padding 4) and horizontal flip of each training batch."""
+    n_train: Annotated[int, Field(ge=1, le=50_000)] | None = None
+    n_val: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    data_seed: Annotated[int, Field(ge=0)] = 0
+
+
+class AdultParams(TaskParams):
+    model: Literal["logistic", "mlp"] = "logistic"
+    hidden: Hidden = Field(default_factory=lambda: [64])
+    """MLP widths (``model: mlp`` only)."""
+    drop_protected: bool = False
+    """Leave the sex and race columns out of the features (the groups stay)."""
+
+
+class CompasParams(TaskParams):
+    model: Literal["logistic", "mlp"] = "logistic"
+    hidden: Hidden = Field(default_factory=lambda: [64])
+    drop_protected: bool = False
+    """Leave the sex and race columns out of the features (the groups stay)."""
+    val_fraction: Annotated[float, Field(ge=0.05, le=0.5)] = 0.3
+    data_seed: Annotated[int, Field(ge=0)] = 0
+
+
+class CpsWagesParams(TaskParams):
+    model: Literal["linear", "mlp"] = "linear"
+    hidden: Hidden = Field(default_factory=lambda: [64])
+    drop_protected: bool = False
+    """Leave the ethnicity column out of the features (the groups stay)."""
+    val_fraction: Annotated[float, Field(ge=0.05, le=0.5)] = 0.2
+    n_train: Annotated[int, Field(ge=1, le=28_155)] | None = None
+    """Random subset of the training split (at most its size: 22,524 rows by default)."""
+    data_seed: Annotated[int, Field(ge=0)] = 0
+
+
+class ConvectionParams(TaskParams):
+    beta: Annotated[float, Field(gt=0.0, le=100.0)] = 30.0
+    """Convection speed β in u_t + β u_x = 0 (the paper runs 30 and 50)."""
+    n_collocation: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    resample: bool = True
+    """Draw fresh uniform collocation points for every batch (as the paper does)."""
+    grid_x: Annotated[int, Field(ge=2, le=512)] = 256
+    grid_t: Annotated[int, Field(ge=2, le=512)] = 100
+    hidden: Hidden = Field(default_factory=lambda: [50, 50, 50, 50])
     data_seed: Annotated[int, Field(ge=0)] = 0
 
 
@@ -90,10 +163,19 @@ TASKS: dict[str, TaskInfo] = {
         ),
         TaskInfo(
             "digits",
-            "sklearn digits (1,797 8×8 images, 10 classes), MLP",
+            "sklearn digits (1,797 8×8 images, 10 classes), MLP or residual MLP with a "
+            "readout after every block (resmlp)",
             "classification",
             DigitsParams,
             "core.tasks.digits:Digits",
+            constraint_kinds=(
+                "sample_loss",
+                "group_rate",
+                "class_loss",
+                "weight_norm",
+                "orthogonality",
+                "layer_descent",
+            ),
         ),
         TaskInfo(
             "iris_svm",
@@ -111,6 +193,60 @@ TASKS: dict[str, TaskInfo] = {
             "regression",
             PolyfitParams,
             "core.tasks.polyfit:Polyfit",
+        ),
+        TaskInfo(
+            "fashion_mnist",
+            "Fashion-MNIST (60,000 train / 10,000 test as val, 28×28, 10 classes) from "
+            "Debian's dataset-fashion-mnist; MLP or small CNN",
+            "classification",
+            FashionMnistParams,
+            "core.tasks.fashion_mnist:FashionMnist",
+        ),
+        TaskInfo(
+            "cifar10",
+            "CIFAR-10 (50,000 train / 10,000 test as val, 32×32×3, 10 classes) from the "
+            "python batches in a data_dir you provide; ResNet-18 or small CNN, crop + flip "
+            "augmentation (a GPU workload)",
+            "classification",
+            Cifar10Params,
+            "core.tasks.cifar10:Cifar10",
+        ),
+        TaskInfo(
+            "adult",
+            "UCI Adult income > 50K (32,561 train / 16,281 test as val), one-hot + "
+            "standardised features; logistic regression or MLP",
+            "classification",
+            AdultParams,
+            "core.tasks.adult:Adult",
+            group_attributes=("sex", "race"),
+        ),
+        TaskInfo(
+            "compas",
+            "ProPublica COMPAS two-year recidivism (6,172 rows after ProPublica's filter, "
+            "70/30 stratified split); logistic regression or MLP",
+            "classification",
+            CompasParams,
+            "core.tasks.compas:Compas",
+            group_attributes=("race", "sex"),
+        ),
+        TaskInfo(
+            "cps_wages",
+            "CPS 1988 weekly wages (28,155 men, 80/20 split), standardised heavy-tailed wage "
+            "regression; linear model or MLP",
+            "regression",
+            CpsWagesParams,
+            "core.tasks.cps_wages:CpsWages",
+            group_attributes=("ethnicity",),
+        ),
+        TaskInfo(
+            "convection",
+            "PINN for u_t + β u_x = 0 on [0, 2π] × [0, 1], u(x, 0) = sin x, periodic in x "
+            "(β = 30): tanh MLP 4×50, residuals of IC, BC and PDE as equality constraints",
+            "regression",
+            ConvectionParams,
+            "core.tasks.convection:Convection",
+            constraint_kinds=("pinn_residual",),
+            extra_metrics=("rel_l2",),
         ),
     )
 }

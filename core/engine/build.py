@@ -10,9 +10,12 @@ from core.engine.constraints import (
     ClassLoss,
     ConstraintKind,
     GroupRate,
+    LayerDescent,
     Orthogonality,
+    PinnResidual,
     SampleLoss,
     WeightNorm,
+    readout_model,
 )
 from core.engine.dual_optimizers import DualOptimizer, GradientAscent, NuPI
 from core.engine.methods import ALM, CSERM, ERM, FL, RFL, SAL, Method, Penalty
@@ -53,6 +56,15 @@ def build_constraint_kind(config: TrialConfig, data: Dataset, model: nn.Module) 
         return WeightNorm(model)
     if c.kind == "orthogonality":
         return Orthogonality(model)
+    if c.kind == "pinn_residual":
+        return PinnResidual(c.weights, tolerance=c.tolerance)
+    if c.kind == "layer_descent":
+        # The kind folds ε into g = ℓ̄_{l+1} − (1 − ε)ℓ̄_l ≤ 0; the method then runs at ε = 0.
+        return LayerDescent(
+            readout_model(model).num_readouts,
+            epsilon=float(config.value("epsilon")),
+            noise_std=c.noise_std,
+        )
     raise ValueError(f"unknown constraint kind {c.kind!r}")
 
 

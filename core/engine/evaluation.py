@@ -12,10 +12,9 @@ import torch
 from torch import Tensor, nn
 
 from core.engine.constraints import ConstraintKind, GroupRate
+from core.engine.forward import forward_split
 from core.metrics import tail
 from core.tasks.base import Split, Task
-
-EVAL_CHUNK = 65_536
 
 
 @dataclass(frozen=True)
@@ -27,19 +26,6 @@ class SplitEvaluation:
     """All constraint values g_j of the kind on the split."""
 
 
-def forward_split(model: nn.Module, x: Tensor) -> Tensor:
-    """The model's outputs on a whole split, in chunks, without gradients."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return torch.cat(
-                [model(x[i : i + EVAL_CHUNK]) for i in range(0, x.shape[0], EVAL_CHUNK)]
-            )
-    finally:
-        model.train(was_training)
-
-
 def evaluate_split(
     task: Task,
     model: nn.Module,
@@ -49,7 +35,7 @@ def evaluate_split(
     prefix: str,
     epsilon: float,
 ) -> SplitEvaluation:
-    output = forward_split(model, split.x)
+    output = forward_split(model, split.x, task.eval_chunk)
     with torch.no_grad():
         losses = task.per_sample_loss(output, split.y)
         values = kind.evaluate(task, model, output, split)

@@ -129,12 +129,52 @@ class OrthogonalityConstraint(Section):
         return True
 
 
+class PinnResidualConstraint(Section):
+    """A PDE task's residuals as equality constraints: w_k·mean(res_k²) = 0 for the initial
+    condition, the boundary condition and the PDE (k = IC, BC, PDE). Rescaling an equality
+    leaves its feasible set unchanged, but the weights set the terms of the ``penalty``
+    method: weights (100, 100, 1) with penalty 1 is the weighted PINN loss."""
+
+    kind: Literal["pinn_residual"]
+    equality: Literal[True] = True
+    weights: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = (1.0, 1.0, 1.0)
+    """w_IC, w_BC, w_PDE."""
+    tolerance: NonNegativeFloat = 1e-3
+    """A weighted mean squared residual at most this counts as satisfied (feasible_frac)."""
+
+    @property
+    def uses_epsilon(self) -> bool:
+        # The residuals are driven to 0: ε is not read, so it does not multiply trials.
+        return False
+
+
+class LayerDescentConstraint(Section):
+    """Layerwise descent (arXiv 2601.17257): with ℓ̄_l the mean loss of the readout after
+    block l, ℓ̄_{l+1} ≤ (1 − ε) ℓ̄_l for every block transition; needs a model with a
+    readout per block (digits ``model: resmlp``). ε is the swept grid key, in [0, 1)."""
+
+    kind: Literal["layer_descent"]
+    noise_std: NonNegativeFloat = 0.5
+    """Standard deviation of the Gaussian input noise for ``<split>/noisy_accuracy``, in
+    input units (digits pixels lie in [0, 1])."""
+
+    @property
+    def equality(self) -> bool:
+        return False
+
+    @property
+    def uses_epsilon(self) -> bool:
+        return True
+
+
 Constraint = Annotated[
     SampleLossConstraint
     | GroupRateConstraint
     | ClassLossConstraint
     | WeightNormConstraint
-    | OrthogonalityConstraint,
+    | OrthogonalityConstraint
+    | PinnResidualConstraint
+    | LayerDescentConstraint,
     Field(discriminator="kind"),
 ]
 

@@ -26,6 +26,41 @@ from core.spec.trial import TrialConfig
 Pack = Literal["auto", "off"] | Annotated[int, Field(ge=1)]
 
 
+def _layer_descent_problems(
+    task: TaskRef, epsilon: tuple[float, ...] | None
+) -> list[tuple[str, str]]:
+    """``layer_descent`` reads a readout after every block: the task's model must have them
+    (``model: resmlp``) and at least two blocks; and ε < 1, since (1 − ε) scales a loss."""
+    items: list[tuple[str, str]] = []
+    model = task.params.get("model")
+    if model != "resmlp":
+        items.append(
+            (
+                "task.params.model",
+                f"layer_descent needs a model with a readout after every block; "
+                f"task {task.name!r} has model {model!r}: set task.params.model: resmlp",
+            )
+        )
+    elif int(task.params.get("blocks", 0)) < 2:
+        items.append(
+            (
+                "task.params.blocks",
+                "layer_descent constrains block transitions and needs blocks ≥ 2, "
+                f"got {task.params.get('blocks')}",
+            )
+        )
+    bad = [e for e in epsilon or () if e >= 1]
+    if bad:
+        items.append(
+            (
+                "grid.epsilon",
+                f"layer_descent needs ε < 1 (the bound is (1 − ε) × the previous layer's "
+                f"loss), got {bad}",
+            )
+        )
+    return items
+
+
 class SweepSpec(BaseModel):
     """A sweep: task, constraint, methods and grid, plus training and sweep settings."""
 
@@ -87,6 +122,8 @@ class SweepSpec(BaseModel):
                     f"kinds for {task.name}: {', '.join(supported)}",
                 )
             )
+        elif kind.name == "layer_descent":
+            items += _layer_descent_problems(self.task, self.grid.epsilon)
         if kind.needs_group_attribute:
             attribute = getattr(self.constraint, "attribute", None)
             if not task.group_attributes:

@@ -1,4 +1,5 @@
-"""sklearn's digits: 1,797 8×8 images of 10 classes (pixels / 16), stratified split, MLP."""
+"""sklearn's digits: 1,797 8×8 images of 10 classes (pixels / 16), stratified split, an MLP
+or a residual MLP with a readout after every block (``model: resmlp``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from torch import nn
 from core.catalog.tasks import DigitsParams
 from core.tasks.base import Dataset, Split, Task, cached_by_params
 from core.tasks.models import as_tensor, mlp
+from core.tasks.readout_models import ReadoutMLP
 
 
 @cached_by_params
@@ -33,4 +35,6 @@ class Digits(Task):
         return _load(self.params)
 
     def make_model(self, data: Dataset) -> nn.Module:
+        if self.params.model == "resmlp":
+            return ReadoutMLP(64, self.params.width, self.params.blocks, 10)
         return mlp(64, list(self.params.hidden), 10)

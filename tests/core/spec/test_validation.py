@@ -29,7 +29,8 @@ def errors_of(**overrides: Any) -> list[tuple[str, str]]:
         (
             {"task": {"name": "mnist"}},
             "task.name",
-            "unknown task 'mnist'; valid tasks: digits, iris_svm, polyfit, two_moons",
+            "unknown task 'mnist'; valid tasks: adult, cifar10, compas, convection, cps_wages, "
+            "digits, fashion_mnist, iris_svm, polyfit, two_moons",
         ),
         (
             {"task": {"name": "two_moons", "params": {"bogus": 1}}},
@@ -41,7 +42,8 @@ def errors_of(**overrides: Any) -> list[tuple[str, str]]:
             {"constraint": {"kind": "fairness"}},
             "constraint.kind",
             "unknown constraint kind 'fairness'; valid kinds: "
-            "sample_loss, group_rate, class_loss, weight_norm, orthogonality",
+            "sample_loss, group_rate, class_loss, weight_norm, orthogonality, layer_descent, "
+            "pinn_residual",
         ),
         (
             {"methods": ["fl", "sgd"]},
@@ -78,7 +80,8 @@ def errors_of(**overrides: Any) -> list[tuple[str, str]]:
         (
             {"task": {"name": "digits"}, "constraint": {"kind": "group_rate", "attribute": "a"}},
             "constraint.attribute",
-            "task 'digits' has no group attributes; tasks with groups: two_moons",
+            "task 'digits' has no group attributes; tasks with groups: two_moons, adult, compas, "
+            "cps_wages",
         ),
         (
             {"task": {"name": "polyfit"}, "constraint": {"kind": "class_loss"}},
