@@ -113,9 +113,11 @@ SECTIONS: tuple[Section, ...] = (
     Section(
         "rfl_alpha",
         "Resilient FL: the slack cost α",
-        "Small α buys slack cheaply (large slack u = λ/α, weak tail control, ERM-like); "
-        "large α forbids slack (FL-like: lower CVaR, λ grows). The paper's ablation runs "
-        "α ∈ {0.001 … 1} as weight decay 1/α on the multipliers.",
+        "The slack cost α sets how much slack u = λ/α the constraints take: the slack "
+        "shrinks as α grows and RFL approaches FL (the paper's ablation varies the "
+        "multipliers' weight decay 1/α). At the fixed point λ_i = α[ℓ_i − ε]₊, so RFL's "
+        "primal objective is CSERM's scaled by α, and under Adam, which is blind to that "
+        "scale, small α trains like CSERM.",
         ("rfl_alpha",),
         (
             (

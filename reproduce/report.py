@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -18,7 +19,6 @@ import matplotlib.pyplot as plt
 from core.reporting import TrialOutcome, build_report
 from core.spec import SweepSpec
 from reproduce.experiments import SECTIONS, Section
-from reproduce.runner import QUANTILES
 
 Record = dict[str, Any]
 Trial = dict[str, Any]
@@ -279,15 +279,22 @@ def figure_loss_cdf(record: Record, path: Path) -> bool:
         q = t.get("train_loss_quantiles")
         if not q:
             continue
-        ax.plot([max(v, 1e-6) for v in q], QUANTILES, label=f"{method} ({_params(t)})")
+        levels = t.get("train_loss_levels") or list(np.linspace(0.0, 1.0, len(q)))
+        # The survival curve on log-log axes: the tail, which is what the methods differ in,
+        # fills the right half instead of collapsing into the top of a CDF.
+        keep = [(v, 1.0 - lv) for v, lv in zip(q, levels, strict=True) if lv < 1.0 and v > 0]
+        if not keep:
+            continue
+        ax.step(*zip(*keep, strict=True), where="post", label=f"{method} ({_params(t)})")
         drawn = True
     if not drawn:
         plt.close(fig)
         return False
     ax.set_xscale("log")
-    ax.set_xlabel("per-sample training loss (log scale)")
-    ax.set_ylabel("share of training samples ≤ loss")
-    ax.set_title(f"{record['name']}: training-loss CDF, best trial per method")
+    ax.set_yscale("log")
+    ax.set_xlabel("per-sample training loss ℓ")
+    ax.set_ylabel("share of training samples with loss > ℓ")
+    ax.set_title(f"{record['name']}: training-loss tail, best trial per method")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
