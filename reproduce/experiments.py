@@ -53,7 +53,7 @@ SECTIONS: tuple[Section, ...] = (
         "training disparity goes to ≈ 0 with test accuracy a few points from ERM, where a "
         "fixed penalty trades one for the other (statistical equality constraints, §2.5 "
         "claim 1).",
-        ("dp_adult", "dp_compas"),
+        ("dp_adult", "dp_adult_sharp", "dp_compas"),
         (("", ("train/dp_gap", "val/dp_gap", "train/accuracy", "val/accuracy")),),
         "COMPAS, logistic regression, full batch, up to 16 000 epochs, 10 splits",
         figure="dp_tradeoff",

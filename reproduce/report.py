@@ -49,8 +49,9 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
 
 
-def _params(trial: Trial) -> str:
-    return ", ".join(f"{k}={v:g}" for k, v in trial["params"].items() if k != "seed") or "–"
+def _params(trial: Trial, *, seed: bool = False) -> str:
+    shown = {k: v for k, v in trial["params"].items() if seed or k != "seed"}
+    return ", ".join(f"{k}={v:g}" for k, v in shown.items()) or "–"
 
 
 def _sorted(trials: Sequence[Trial]) -> list[Trial]:
@@ -61,18 +62,23 @@ def _sorted(trials: Sequence[Trial]) -> list[Trial]:
     return sorted(trials, key=key)
 
 
-def _short(column: str) -> str:
-    return column.replace("constraint/", "").replace("train/", "").replace("val/", "")
+def _headers(columns: Sequence[str]) -> list[str]:
+    """Column names without the split when every column is of one split (the caption says
+    which), else with it."""
+    prefixes = {c.split("/", 1)[0] for c in columns}
+    one_split = len(prefixes) == 1 and prefixes <= {"train", "val"}
+    return [c.split("/", 1)[1] if one_split else c.replace("constraint/", "") for c in columns]
 
 
 def table(trials: Sequence[Trial], columns: Sequence[str]) -> list[str]:
+    seeds = len({t["params"].get("seed") for t in trials}) > 1
     lines = [
-        "| method | params | status | " + " | ".join(_short(c) for c in columns) + " |",
+        "| method | params | status | " + " | ".join(_headers(columns)) + " |",
         "|---|---|---|" + "---|" * len(columns),
     ]
     for t in _sorted(trials):
         cells = [_fmt(_value(t, c)) for c in columns]
-        head = f"| {t['method']} | {_params(t)} | {t['status']} | "
+        head = f"| {t['method']} | {_params(t, seed=seeds)} | {t['status']} | "
         lines.append(head + " | ".join(cells) + " |")
     return lines
 
@@ -202,21 +208,32 @@ def verdict_convection(records: Sequence[Record]) -> list[str]:
     return out
 
 
+def _seed_mean(trials: Sequence[Trial], column: str) -> float:
+    values = [_value(t, column) for t in trials]
+    values = [v for v in values if not math.isnan(v)]
+    return sum(values) / len(values) if values else math.nan
+
+
 def verdict_layer_descent(records: Sequence[Record]) -> list[str]:
     out = []
     for record in records:
-        best = best_per_method(record)
-        erm = best.get("erm")
+        trials = [t for t in record["trials"] if t["status"] == "succeeded"]
+        groups: dict[str, list[Trial]] = {}
+        for t in trials:
+            groups.setdefault(f"{t['method']} ({_params(t)})", []).append(t)
+        erm = next((g for k, g in groups.items() if k.startswith("erm ")), None)
         if erm is None:
             continue
-        for method, t in best.items():
-            if method == "erm":
+        d0 = _seed_mean(erm, "val/descent_frac")
+        n0 = _seed_mean(erm, "val/noisy_accuracy")
+        for name, group in groups.items():
+            if group is erm:
                 continue
-            d, d0 = _value(t, "val/descent_frac"), _value(erm, "val/descent_frac")
-            n, n0 = _value(t, "val/noisy_accuracy"), _value(erm, "val/noisy_accuracy")
+            d = _seed_mean(group, "val/descent_frac")
+            n = _seed_mean(group, "val/noisy_accuracy")
             out.append(
-                f"* {method} ({_params(t)}): val descent share {_fmt(d)} vs ERM {_fmt(d0)} "
-                f"({'higher' if d > d0 else 'not higher'}; "
+                f"* {name}, mean over {len(group)} seeds: val descent share {_fmt(d)} vs ERM "
+                f"{_fmt(d0)} ({'higher' if d > d0 else 'not higher'}; "
                 f"{'below' if d < 1 else 'at'} 100 %), noisy-input accuracy {_fmt(n)} vs "
                 f"{_fmt(n0)} ({'≥ ERM' if n >= n0 else 'below ERM'})."
             )
