@@ -84,7 +84,7 @@ SECTIONS: tuple[Section, ...] = (
         "At β = 30 the equality-constrained PINN (IC, BC and PDE residuals = 0, zero "
         "objective) reaches a lower relative L2 error than the 100·IC + 100·BC + 1·PDE "
         "penalty PINN (statistical equality constraints, §2.5 claim 3).",
-        ("convection",),
+        ("convection", "convection_penalty"),
         (("", ("val/rel_l2", "train/rel_l2", "constraint/violation_max")),),
         "300 000 Adam iterations, 1 000 collocation points per iteration, 5 seeds",
     ),

@@ -244,7 +244,9 @@ class ResidualTask(Protocol):
 
     def residuals(self, model: nn.Module, x: Tensor, *, create_graph: bool = True) -> Tensor:
         """The mean squared residuals (one per condition, e.g. IC, BC, PDE) of ``model`` at
-        the points ``x``, differentiable in the parameters when ``create_graph``."""
+        the points ``x``, differentiable in the parameters when ``create_graph``. Each is a
+        mean over the rows of ``x`` (conditions derived row by row), so a split can be
+        evaluated in chunks."""
         ...
 
 
@@ -294,8 +296,16 @@ class PinnResidual(ConstraintKind):
         return ConstraintBatch(self._weighted(task, model, batch.x, create_graph=True))
 
     def evaluate(self, task: Task, model: nn.Module, output: Tensor, split: Split) -> Tensor:
+        """The residuals on the whole split, in chunks of ``task.eval_chunk`` points: each
+        residual is a mean over the points, so the size-weighted chunk means are exact."""
+        total = torch.zeros(len(self.weights), dtype=output.dtype, device=output.device)
+        chunk = task.eval_chunk
         with torch.enable_grad():
-            return self._weighted(task, model, split.x, create_graph=False).detach()
+            for start in range(0, split.n, chunk):
+                x = split.x[start : start + chunk]
+                values = self._weighted(task, model, x, create_graph=False).detach()
+                total += values.to(total.dtype) * x.shape[0]
+        return total / max(split.n, 1)
 
     def objective(self, task: Task, model: nn.Module, losses: Tensor) -> Tensor:
         """Zero: the residual constraints alone define the solution."""

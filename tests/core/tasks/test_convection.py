@@ -7,6 +7,7 @@ kind to PDE tasks and ERM away from it; the paper's claim (equality constraints 
 """
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -277,7 +278,13 @@ def test_the_residual_constraint_section() -> None:
 
 @pytest.mark.parametrize(
     ("method", "grid"),
-    [("fl", {"dual_lr": 0.1}), ("alm", {"rho": 1.0}), ("penalty", {"penalty": 1.0})],
+    [
+        ("fl", {"dual_lr": 0.1}),
+        ("rfl", {"dual_lr": 0.1, "alpha": 1.0}),
+        ("alm", {"rho": 1.0}),
+        ("sal", {"rho": 1.0}),
+        ("penalty", {"penalty": 1.0}),
+    ],
 )
 def test_the_training_loop_runs(method: str, grid: dict[str, float]) -> None:
     config = make_trial(
@@ -300,3 +307,62 @@ def test_the_training_loop_runs(method: str, grid: dict[str, float]) -> None:
     else:
         # The residuals are ≥ 0, so gradient ascent only ever raises the multipliers.
         assert np.all(multipliers > 0)
+
+
+def _final_rel_l2(method: str, grid: dict[str, float], weights: list[float]) -> float:
+    iterations = 16_000
+    config = make_trial(
+        method,
+        task={"name": "convection", "params": {"n_collocation": 256}},
+        constraint={"kind": "pinn_residual", "weights": weights},
+        grid={**grid, "seed": 0},
+        # One batch per epoch: an epoch is one iteration on fresh collocation points.
+        train={
+            "epochs": iterations,
+            "batch_size": 256,
+            "eval_every": iterations,
+            "optimizer": {"name": "adam", "lr": 1e-3},
+        },
+    )
+    return core.fit(config).final["val/rel_l2"]
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Train on one thread, as the worker does: the network is tiny, and on a loaded machine
+    two intra-op threads spin for each other (measured here: the claim test took 65 s on
+    two threads on an idle machine, 870 s on two threads on a loaded one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_equality_constraints_beat_the_weighted_pinn_loss_on_a_reduced_budget() -> None:
+    """The statistical-equality paper's convection claim at β = 30, 16k iterations of Adam
+    1e-3 on 256 fresh points each (the paper: 300k on 1000). Measured on CPU (val/rel_l2 at
+    16k, seeds 0/1/2): FL (dual_lr 0.01) 0.612/0.582/0.091, ALM (ρ = 1) 0.616/0.059/0.051,
+    penalty 100·IC + 100·BC + PDE 0.733/0.723/0.744. Seed 0 is the closest of the three
+    (ratio 0.83). At 35k iterations on 1000 points (H200) all methods reach 0.02–0.09 and the
+    ordering depends on the seed; see docs/convection.md."""
+    penalty = _final_rel_l2("penalty", {"penalty": 1.0}, [100.0, 100.0, 1.0])
+    fl = _final_rel_l2("fl", {"dual_lr": 0.01}, [1.0, 1.0, 1.0])
+    assert fl < 0.9 * penalty, (fl, penalty)
+
+
+def test_a_split_is_evaluated_in_chunks_with_the_same_result(task: Convection) -> None:
+    data = task.load()
+    torch.manual_seed(3)
+    model = task.make_model(data)
+    kind = PinnResidual((1.0, 1.0, 1.0), tolerance=0.0)
+    whole = task.residuals(model, data.val.x, create_graph=False)
+
+    class Chunked(Convection):
+        eval_chunk = 1000  # 25 600 grid points: 25 full chunks and one of 600
+
+    chunked = Chunked(task.params)
+    with torch.no_grad():
+        values = kind.evaluate(chunked, model, torch.zeros(1), data.val)
+    assert torch.allclose(values, whole, rtol=1e-5)
