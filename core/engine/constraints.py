@@ -415,8 +415,7 @@ class LayerDescent(ConstraintKind):
         generator = torch.Generator().manual_seed(self.noise_seed)
         noise = torch.randn(split.x.shape, generator=generator, dtype=split.x.dtype)
         noisy = split.x + self.noise_std * noise.to(split.x.device)
-        with torch.no_grad():
-            predicted = task.predictions(model(noisy))
+        predicted = task.predictions(forward_split(model, noisy, task.eval_chunk))
         return {
             f"{prefix}/descent_frac": descends.to(losses.dtype).mean(),
             f"{prefix}/noisy_accuracy": (predicted == split.y).to(losses.dtype).mean(),
