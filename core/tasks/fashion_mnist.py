@@ -18,7 +18,7 @@ from torch import nn
 from core.catalog.tasks import FashionMnistParams
 from core.tasks.base import Dataset, Split, Task, cached_by_params
 from core.tasks.models import as_tensor
-from core.tasks.tabular import stratified_subset
+from core.tasks.tabular import subset_pair
 from core.tasks.vision_models import image_mlp, small_cnn
 
 FILES = {
@@ -82,12 +82,8 @@ def read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 def _load(params: FashionMnistParams) -> Dataset:
     folder = Path(params.data_dir)
     (x_train, y_train), (x_val, y_val) = (read_split(folder, s) for s in ("train", "val"))
-    if params.n_train is not None:
-        keep = stratified_subset(y_train, params.n_train, params.data_seed)
-        x_train, y_train = x_train[keep], y_train[keep]
-    if params.n_val is not None:
-        keep = stratified_subset(y_val, params.n_val, params.data_seed)
-        x_val, y_val = x_val[keep], y_val[keep]
+    x_train, y_train = subset_pair(x_train, y_train, params.n_train, params.data_seed)
+    x_val, y_val = subset_pair(x_val, y_val, params.n_val, params.data_seed)
     scaled = x_train.astype(np.float32) / 255.0
     mean, std = float(scaled.mean()), float(scaled.std())
 

