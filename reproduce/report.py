@@ -420,7 +420,8 @@ def section_markdown(
     verdicts = VERDICTS[section.key](records)
     if verdicts:
         lines += ["**Measured.**", "", *verdicts, ""]
-    lines += list(section.notes)
+    for note in section.notes:
+        lines += [note, ""]
     return lines
 
 
