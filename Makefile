@@ -46,8 +46,8 @@ format: install
 bench: install
 	$(BIN)/python -m bench.run_all
 
-# The papers' claims on real data (examples/reproduce/*.yaml) → docs/results.md. About an
-# hour on 2 CPU cores; unchanged specs resume their finished trials.
+# The papers' claims on real data (examples/reproduce/*.yaml) → docs/results.md. About half
+# an hour on 2 CPU cores; unchanged specs resume their finished trials.
 reproduce: install
 	$(BIN)/python -m reproduce
 
