@@ -58,7 +58,9 @@ def catalog() -> None:
         tasks.add_column(col)
     for t in TASKS.values():
         params = ", ".join(
-            f"{name}={field.default!r}"
+            f"{name} (required)"
+            if field.is_required()
+            else f"{name}={field.default!r}"
             if field.default_factory is None
             else f"{name}={field.default_factory()!r}"  # type: ignore[call-arg]
             for name, field in t.params.model_fields.items()

@@ -44,6 +44,13 @@ def test_catalog_lists_tasks_methods_and_kinds() -> None:
         assert name in result.output
 
 
+def test_catalog_marks_required_task_parameters() -> None:
+    result = runner.invoke(app, ["catalog"], terminal_width=200)
+    assert result.exit_code == 0
+    assert "data_dir (required)" in result.output  # cifar10: the user's own copy
+    assert "Undefined" not in result.output
+
+
 def test_the_worker_entry_point_rejects_a_bad_spec_before_starting_ray(tmp_path: Path) -> None:
     spec = tmp_path / "bad.yaml"
     spec.write_text("name: bad\ntask: {name: mnist}\nconstraint: {kind: sample_loss}\n")
