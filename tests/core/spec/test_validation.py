@@ -166,7 +166,7 @@ def test_a_spec_round_trips_through_json() -> None:
     assert SweepSpec.model_validate_json(spec.model_dump_json()) == spec
 
 
-@pytest.mark.parametrize("path", sorted(Path("examples").glob("*.yaml")))
+@pytest.mark.parametrize("path", sorted(Path("examples").glob("**/*.yaml")))
 def test_the_examples_are_valid(path: Path) -> None:
     assert load_spec(path).count_trials() >= 1
 
