@@ -60,10 +60,8 @@ class TaskRef(Section):
         return {**data, "params": validated.model_dump(mode="json")}
 
 
-class SampleLossConstraint(Section):
-    """ℓ_i(θ) ≤ ε for every training sample."""
-
-    kind: Literal["sample_loss"]
+class InequalityConstraint(Section):
+    """A kind whose constraints are inequalities g ≤ ε, with ε a swept grid key."""
 
     @property
     def equality(self) -> bool:
@@ -72,6 +70,12 @@ class SampleLossConstraint(Section):
     @property
     def uses_epsilon(self) -> bool:
         return True
+
+
+class SampleLossConstraint(InequalityConstraint):
+    """ℓ_i(θ) ≤ ε for every training sample."""
+
+    kind: Literal["sample_loss"]
 
 
 class GroupRateConstraint(Section):
@@ -101,32 +105,16 @@ class ClassLossConstraint(Section):
         return True
 
 
-class WeightNormConstraint(Section):
+class WeightNormConstraint(InequalityConstraint):
     """‖W_l‖²_F ≤ ε per weight matrix."""
 
     kind: Literal["weight_norm"]
 
-    @property
-    def equality(self) -> bool:
-        return False
 
-    @property
-    def uses_epsilon(self) -> bool:
-        return True
-
-
-class OrthogonalityConstraint(Section):
+class OrthogonalityConstraint(InequalityConstraint):
     """‖W_l W_lᵀ − I‖_F ≤ ε per weight matrix."""
 
     kind: Literal["orthogonality"]
-
-    @property
-    def equality(self) -> bool:
-        return False
-
-    @property
-    def uses_epsilon(self) -> bool:
-        return True
 
 
 class PinnResidualConstraint(Section):
@@ -148,7 +136,7 @@ class PinnResidualConstraint(Section):
         return False
 
 
-class LayerDescentConstraint(Section):
+class LayerDescentConstraint(InequalityConstraint):
     """Layerwise descent (arXiv 2601.17257): with ℓ̄_l the mean loss of the readout after
     block l, ℓ̄_{l+1} ≤ (1 − ε) ℓ̄_l for every block transition; needs a model with a
     readout per block (digits ``model: resmlp``). ε is the swept grid key, in [0, 1)."""
@@ -157,14 +145,6 @@ class LayerDescentConstraint(Section):
     noise_std: NonNegativeFloat = 0.5
     """Standard deviation of the Gaussian input noise for ``<split>/noisy_accuracy``, in
     input units (digits pixels lie in [0, 1])."""
-
-    @property
-    def equality(self) -> bool:
-        return False
-
-    @property
-    def uses_epsilon(self) -> bool:
-        return True
 
 
 Constraint = Annotated[

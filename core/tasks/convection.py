@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from core.catalog.tasks import ConvectionParams
 from core.tasks.base import Dataset, Split, Task, cached_by_params
-from core.tasks.models import as_tensor
+from core.tasks.models import as_tensor, mlp
 
 LENGTH = 2 * math.pi
 DURATION = 1.0
@@ -68,17 +68,12 @@ def _load(params: ConvectionParams) -> Dataset:
 def tanh_mlp(in_features: int, hidden: list[int], out_features: int) -> nn.Sequential:
     """Linear + tanh blocks, then a linear readout; Xavier-normal weights and zero biases
     (the usual PINN initialisation)."""
-    layers: list[nn.Module] = []
-    width = in_features
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.Tanh()]
-        width = h
-    layers.append(nn.Linear(width, out_features))
-    for layer in layers:
+    model = mlp(in_features, hidden, out_features, activation=nn.Tanh)
+    for layer in model:
         if isinstance(layer, nn.Linear):
             nn.init.xavier_normal_(layer.weight)
             nn.init.zeros_(layer.bias)
-    return nn.Sequential(*layers)
+    return model
 
 
 class Convection(Task):

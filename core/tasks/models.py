@@ -7,12 +7,18 @@ import torch
 from torch import Tensor, nn
 
 
-def mlp(in_features: int, hidden: list[int], out_features: int) -> nn.Sequential:
-    """Linear + ReLU blocks of the given widths, then a linear readout (PyTorch init)."""
+def mlp(
+    in_features: int,
+    hidden: list[int],
+    out_features: int,
+    activation: type[nn.Module] = nn.ReLU,
+) -> nn.Sequential:
+    """Linear + ``activation`` blocks of the given widths, then a linear readout (PyTorch
+    init)."""
     layers: list[nn.Module] = []
     width = in_features
     for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
+        layers += [nn.Linear(width, h), activation()]
         width = h
     layers.append(nn.Linear(width, out_features))
     return nn.Sequential(*layers)
