@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from core.engine.constraints import ConstraintKind, GroupRate
 from core.engine.forward import forward_split
 from core.metrics import tail
-from core.tasks.base import Split, Task
+from core.tasks.base import Dataset, Split, Task
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,62 @@ def evaluate_split(
         metrics.update(task.extra_metrics(model, output, split, prefix))
         metrics.update(kind.extra_metrics(task, model, output, split, prefix))
     return SplitEvaluation(metrics, losses, values)
+
+
+@dataclass(frozen=True)
+class TrialEvaluation:
+    metrics: dict[str, float]
+    """ARCHITECTURE §3.4 metrics on train and val, the dual and constraint summaries."""
+    splits: dict[str, SplitEvaluation]
+
+
+def evaluate_trial(
+    task: Task,
+    model: nn.Module,
+    kind: ConstraintKind,
+    data: Dataset,
+    multipliers: Tensor,
+    *,
+    epsilon: float,
+) -> TrialEvaluation:
+    """Every metric of ARCHITECTURE §3.4 on train and val for one trial's model and
+    multipliers, converted to floats in one sync."""
+    metrics: dict[str, Tensor] = {}
+    splits: dict[str, SplitEvaluation] = {}
+    for name in ("train", "val"):
+        ev = evaluate_split(task, model, kind, getattr(data, name), prefix=name, epsilon=epsilon)
+        splits[name] = ev
+        metrics.update(ev.metrics)
+    metrics.update({f"dual/{k}": v for k, v in tail.multiplier_stats(multipliers).items()})
+    violation = tail.violation(splits["train"].constraint_values, epsilon, equality=kind.equality)
+    empty = violation.new_zeros(())
+    metrics["constraint/violation_max"] = violation.max() if violation.numel() else empty
+    metrics["constraint/violation_mean"] = violation.mean() if violation.numel() else empty
+    return TrialEvaluation(tail.to_floats(metrics), splits)
+
+
+def per_sample_arrays(
+    data: Dataset, splits: dict[str, SplitEvaluation], multipliers: Tensor | None
+) -> dict[str, np.ndarray]:
+    """Per-sample losses, labels and group codes of both splits (``TrialResult.per_sample``)
+    and, for per-sample constraints, the multipliers."""
+    out: dict[str, np.ndarray] = {}
+    for name in ("train", "val"):
+        split = getattr(data, name)
+        out[f"{name}_loss"] = splits[name].losses.detach().cpu().numpy()
+        out[f"{name}_label"] = split.y.detach().cpu().numpy()
+        for attribute, codes in split.groups.items():
+            out[f"{name}_group_{attribute}"] = codes.detach().cpu().numpy()
+    if multipliers is not None:
+        out["multiplier"] = multipliers.detach().cpu().numpy()
+    return out
+
+
+def epoch_timing(seconds: float, epochs: int, n: int) -> dict[str, float]:
+    """``time/epoch_s`` and ``time/samples_per_s`` over the epochs since the last
+    evaluation."""
+    per_epoch = seconds / max(epochs, 1)
+    return {
+        "time/epoch_s": per_epoch,
+        "time/samples_per_s": n / per_epoch if per_epoch > 0 else 0.0,
+    }

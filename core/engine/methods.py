@@ -5,12 +5,19 @@ multipliers of the observed constraints, v(d) = [d]₊ for inequalities and |d| 
 equalities. Per-constraint terms are **summed** (as in the Feasible Learning code): for
 per-sample constraints the primal Lagrangian is Σ_{i∈B} λ_i (ℓ_i − ε), not a batch mean.
 The dual error e is what the dual optimizer (GA or νPI) ascends on: λ ← Π[λ + η e].
+
+Packed trials: every formula broadcasts over a leading member dimension. ``stack_methods``
+turns K methods of one class into one whose hyperparameters are (K, 1) tensors; the
+observed constraint values and multipliers are then (K, B), every sum runs over the last
+dimension, and the primal loss is one value per member (K,).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -29,6 +36,8 @@ class Method(ABC):
 
     name: ClassVar[str]
     uses_multipliers: ClassVar[bool] = True
+    hyperparameters: ClassVar[tuple[str, ...]] = ("epsilon",)
+    """The scalar settings a pack of trials may vary between its members."""
 
     def __init__(self, *, epsilon: float = 0.0, equality: bool = False) -> None:
         self.epsilon = float(epsilon)
@@ -58,6 +67,36 @@ class Method(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         del state
 
+    # -- packs: one member's state, and the members' states stacked (all state is scalar)
+    def member_state_dict(self, member: int) -> dict[str, Any]:
+        return {k: v[member].reshape(()).clone() for k, v in self.state_dict().items()}
+
+    def load_member_state_dicts(self, states: Sequence[dict[str, Any]]) -> None:
+        if states and states[0]:
+            self.load_state_dict(
+                {
+                    k: torch.stack([s[k].reshape(()) for s in states]).reshape(-1, 1)
+                    for k in states[0]
+                }
+            )
+
+
+def stack_methods(
+    methods: Sequence[Method], *, dtype: torch.dtype, device: torch.device | str = "cpu"
+) -> Method:
+    """One method for a pack of K members of the same class: each hyperparameter becomes a
+    (K, 1) tensor of the members' values, the state (SAL's ρ and best violation) too."""
+    first = methods[0]
+    for m in methods:
+        if type(m) is not type(first) or m.equality != first.equality:
+            raise ValueError("a pack's members must use the same method and constraint type")
+    stacked = copy.copy(first)
+    for name in first.hyperparameters:
+        values = [float(getattr(m, name)) for m in methods]
+        setattr(stacked, name, torch.tensor(values, dtype=dtype, device=device).reshape(-1, 1))
+    stacked.load_member_state_dicts([m.state_dict() for m in methods])
+    return stacked
+
 
 class ERM(Method):
     """min_θ mean_i ℓ_i(θ); constraints are ignored (but still measured)."""
@@ -74,6 +113,7 @@ class Penalty(Method):
 
     name = "penalty"
     uses_multipliers = False
+    hyperparameters = ("epsilon", "penalty")
 
     def __init__(self, *, penalty: float, epsilon: float = 0.0, equality: bool = False) -> None:
         super().__init__(epsilon=epsilon, equality=equality)
@@ -82,7 +122,7 @@ class Penalty(Method):
         self.penalty = float(penalty)
 
     def primal_loss(self, obs: Observation, lam: Tensor | None) -> Tensor:
-        return obs.objective + self.penalty * self.violation(obs.constraint.values).sum()
+        return obs.objective + (self.penalty * self.violation(obs.constraint.values)).sum(-1)
 
 
 class CSERM(Method):
@@ -92,7 +132,7 @@ class CSERM(Method):
     uses_multipliers = False
 
     def primal_loss(self, obs: Observation, lam: Tensor | None) -> Tensor:
-        return obs.objective + self.violation(obs.constraint.values).pow(2).mean()
+        return obs.objective + self.violation(obs.constraint.values).pow(2).mean(-1)
 
 
 class FL(Method):
@@ -105,9 +145,8 @@ class FL(Method):
 
     def primal_loss(self, obs: Observation, lam: Tensor | None) -> Tensor:
         assert lam is not None
-        return obs.objective + torch.dot(
-            lam.to(obs.constraint.values.dtype), self.defect(obs.constraint.values)
-        )
+        values = obs.constraint.values
+        return obs.objective + (lam.to(values.dtype) * self.defect(values)).sum(-1)
 
 
 class RFL(FL):
@@ -117,6 +156,7 @@ class RFL(FL):
     """
 
     name = "rfl"
+    hyperparameters = ("epsilon", "alpha")
 
     def __init__(self, *, alpha: float, epsilon: float = 0.0, equality: bool = False) -> None:
         super().__init__(epsilon=epsilon, equality=equality)
@@ -143,17 +183,17 @@ def augmented_terms(defect: Tensor, lam: Tensor, rho: float | Tensor, *, equalit
         rho_t = rho.to(defect.dtype)
         smooth = defect * (lam + 0.5 * rho_t * defect)
         if equality:
-            return smooth.sum()
+            return smooth.sum(-1)
         flat = -(lam * lam) / (2.0 * rho_t.clamp_min(torch.finfo(defect.dtype).tiny))
-        return torch.where(lam + rho_t * defect >= 0, smooth, flat).sum()
+        return torch.where(lam + rho_t * defect >= 0, smooth, flat).sum(-1)
     smooth = defect * torch.add(lam, defect, alpha=0.5 * rho)
     if equality:
-        return smooth.sum()
+        return smooth.sum(-1)
     if rho <= 0.0:
         # λ ≥ 0 keeps λ + 0·d ≥ 0: the smooth branch everywhere.
-        return smooth.sum()
+        return smooth.sum(-1)
     flat = lam * lam * (-0.5 / rho)
-    return torch.where(torch.add(lam, defect, alpha=rho) >= 0, smooth, flat).sum()
+    return torch.where(torch.add(lam, defect, alpha=rho) >= 0, smooth, flat).sum(-1)
 
 
 class ALM(Method):
@@ -164,6 +204,7 @@ class ALM(Method):
     """
 
     name = "alm"
+    hyperparameters = ("epsilon", "rho")
 
     def __init__(self, *, rho: float, epsilon: float = 0.0, equality: bool = False) -> None:
         super().__init__(epsilon=epsilon, equality=equality)
@@ -196,6 +237,7 @@ class SAL(Method):
     """
 
     name = "sal"
+    hyperparameters = ("epsilon", "rho_growth", "rho_max")
 
     def __init__(
         self,
@@ -229,11 +271,12 @@ class SAL(Method):
             self.rho = self.rho.to(defect.device)
             self.best_violation = self.best_violation.to(defect.device)
         v = defect.abs() if self.equality else defect.clamp_min(0.0)
-        current = torch.linalg.vector_norm(v).to(self.best_violation.dtype)
+        current = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
+        current = current.reshape(self.best_violation.shape).to(self.best_violation.dtype)
         accept = current <= self.best_violation
         error = torch.where(accept, self.rho.to(defect.dtype) * defect, torch.zeros_like(defect))
         self.best_violation = torch.where(accept, current, self.best_violation)
-        grown = (self.rho * self.rho_growth).clamp_max(self.rho_max)
+        grown = torch.clamp(self.rho * self.rho_growth, max=self.rho_max)
         self.rho = torch.where(accept, self.rho, grown)
         return error
 

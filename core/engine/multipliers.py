@@ -5,6 +5,10 @@ sampled ones. Cooper's ``IndexedMultiplier`` makes that a sparse-gradient embedd
 rules out stateful dual optimizers and DDP all-reduce. Here the multipliers are a plain
 tensor, read with ``gather`` and written with ``scatter_`` on the observed indices only, so
 any dual update (GA, νPI, the RFL decay) touches exactly the observed entries.
+
+A pack of K trials keeps one (K, m) table: every member observes the same indices (its
+members share the batch order), so one ``index_select`` / ``index_copy_`` along the last
+dimension serves all of them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ class Multipliers:
         size: number of constraints m.
         equality: whether the constraints are equalities (multipliers are then free).
         init: initial value of every multiplier (must be ≥ 0 for inequalities).
+        members: the number of members of a pack (a (members, size) table), or ``None``
+            for one trial's (size,) vector.
     """
 
     def __init__(
@@ -32,23 +38,25 @@ class Multipliers:
         init: float = 0.0,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        members: int | None = None,
     ) -> None:
         if size < 0:
             raise ValueError(f"multiplier table size must be ≥ 0, got {size}")
         if not equality and init < 0:
             raise ValueError(f"inequality multipliers must start ≥ 0, got init={init}")
         self.equality = equality
-        self.value = torch.full((size,), float(init), device=device, dtype=dtype)
+        shape = (size,) if members is None else (members, size)
+        self.value = torch.full(shape, float(init), device=device, dtype=dtype)
 
     @property
     def size(self) -> int:
-        return int(self.value.shape[0])
+        return int(self.value.shape[-1])
 
     def gather(self, index: Tensor | None) -> Tensor:
         """λ at ``index`` (all entries, in order, when ``index`` is None). A copy."""
         if index is None:
             return self.value.clone()
-        return self.value.index_select(0, index)
+        return self.value.index_select(-1, index)
 
     def project(self, values: Tensor) -> Tensor:
         """Π: onto λ ≥ 0 for inequality constraints (in place on ``values``, a fresh
@@ -64,7 +72,7 @@ class Multipliers:
         if index is None:
             self.value.copy_(projected)
         else:
-            self.value.index_copy_(0, index, projected)
+            self.value.index_copy_(-1, index, projected)
         return projected
 
     def state_dict(self) -> dict[str, Any]:
@@ -80,3 +88,17 @@ class Multipliers:
         if bool(state["equality"]) != self.equality:
             raise ValueError("multiplier state is for the other constraint type")
         self.value.copy_(value)
+
+    # -- packs
+    def member_state_dict(self, member: int) -> dict[str, Any]:
+        """Member ``member``'s state, in the form a single trial's table loads."""
+        return {"value": self.value[member].clone(), "equality": self.equality}
+
+    def load_member_state_dicts(self, states: list[dict[str, Any]]) -> None:
+        """Load a pack's table from its members' single-trial states, in member order."""
+        self.load_state_dict(
+            {
+                "value": torch.stack([s["value"] for s in states]),
+                "equality": all(bool(s["equality"]) for s in states),
+            }
+        )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -36,10 +36,21 @@ SCHEMES: tuple[Scheme, ...] = (
 )
 
 
+class PrimalOptimizer(Protocol):
+    """What the step needs of a primal optimizer: a torch optimizer, or a pack's
+    ``StackedOptimizer``."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+
+    def step(self) -> object: ...
+
+
 @dataclass(frozen=True)
 class StepOutput:
     loss: Tensor
-    """The primal loss that was minimised (detached)."""
+    """The primal loss that was minimised (detached): a scalar, or one per member (K,)
+    for a pack, whose members' losses are summed for the backward pass (their parameters
+    are disjoint, so each member gets its own gradient)."""
     observation: Observation
     """The observation at θ_t (values detached)."""
 
@@ -58,7 +69,7 @@ class PrimalDualStep:
     def __init__(
         self,
         method: Method,
-        primal_optimizer: torch.optim.Optimizer,
+        primal_optimizer: PrimalOptimizer,
         multipliers: Multipliers,
         dual_optimizer: DualOptimizer,
         scheme: Scheme = "alternating_dual_first",
@@ -84,7 +95,7 @@ class PrimalDualStep:
     def _primal_update(self, obs: Observation, lam: Tensor | None) -> Tensor:
         loss = self.method.primal_loss(obs, lam)
         self.primal_optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.sum().backward()  # type: ignore[no-untyped-call]
         self.primal_optimizer.step()
         return loss.detach()
 

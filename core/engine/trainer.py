@@ -21,15 +21,35 @@ from core.engine.build import (
 )
 from core.engine.constraints import Batch
 from core.engine.errors import Diverged
-from core.engine.evaluation import SplitEvaluation, evaluate_split
+from core.engine.evaluation import (
+    SplitEvaluation,
+    epoch_timing,
+    evaluate_trial,
+    per_sample_arrays,
+)
 from core.engine.multipliers import Multipliers
 from core.engine.observation import Observation
 from core.engine.step import PrimalDualStep
-from core.metrics import tail
 from core.spec import TrialConfig
-from core.tasks import load_task
+from core.tasks import Split, Task, load_task
 
 STATE_VERSION = 1
+
+
+def draw_batches(
+    task: Task, train: Split, batch_size: int, generator: torch.Generator
+) -> Iterator[Batch]:
+    """One epoch's batches in the order ``generator`` draws them (augmented by the task);
+    each batch is sliced when it is needed, so an epoch never copies the whole dataset."""
+    order = torch.randperm(train.n, generator=generator).to(train.x.device)
+    for start in range(0, train.n, batch_size):
+        idx = order[start : start + batch_size]
+        yield Batch(
+            task.augment(train.x.index_select(0, idx), generator),
+            train.y.index_select(0, idx),
+            idx,
+            {k: v.index_select(0, idx) for k, v in train.groups.items()},
+        )
 
 
 class Trainer:
@@ -88,19 +108,10 @@ class Trainer:
         )
 
     def batches(self) -> Iterator[Batch]:
-        """This epoch's batches, in the order the trial's generator draws them; each batch
-        is sliced when it is needed, so an epoch never copies the whole dataset."""
-        train = self.data.train
-        order = torch.randperm(train.n, generator=self.generator).to(self.device)
-        size = self.config.train.batch_size
-        for start in range(0, train.n, size):
-            idx = order[start : start + size]
-            yield Batch(
-                self.task.augment(train.x.index_select(0, idx), self.generator),
-                train.y.index_select(0, idx),
-                idx,
-                {k: v.index_select(0, idx) for k, v in train.groups.items()},
-            )
+        """This epoch's batches, in the order the trial's generator draws them."""
+        return draw_batches(
+            self.task, self.data.train, self.config.train.batch_size, self.generator
+        )
 
     def train_epoch(self) -> None:
         """One pass over the training data. Raises ``Diverged`` on a non-finite loss."""
@@ -119,32 +130,19 @@ class Trainer:
     # -- evaluation
     def evaluate(self) -> dict[str, float]:
         """Every metric of ARCHITECTURE §3.4 on train and val, as floats."""
-        metrics: dict[str, Tensor] = {}
-        for name in ("train", "val"):
-            split = getattr(self.data, name)
-            ev = evaluate_split(
-                self.task, self.model, self.kind, split, prefix=name, epsilon=self.epsilon
-            )
-            self._last_eval[name] = ev
-            metrics.update(ev.metrics)
-        metrics.update(
-            {f"dual/{k}": v for k, v in tail.multiplier_stats(self.multipliers.value).items()}
+        ev = evaluate_trial(
+            self.task,
+            self.model,
+            self.kind,
+            self.data,
+            self.multipliers.value,
+            epsilon=self.epsilon,
         )
-        violation = tail.violation(
-            self._last_eval["train"].constraint_values, self.epsilon, equality=self.kind.equality
-        )
-        metrics["constraint/violation_max"] = (
-            violation.max() if violation.numel() else violation.new_zeros(())
-        )
-        metrics["constraint/violation_mean"] = (
-            violation.mean() if violation.numel() else violation.new_zeros(())
-        )
-        values = tail.to_floats(metrics)
+        self._last_eval = ev.splits
+        values = ev.metrics
         if not np.isfinite(values["train/loss_mean"]):
             raise Diverged(self.epoch, "non-finite training loss at evaluation")
-        seconds = self._train_seconds / max(self._epochs_timed, 1)
-        values["time/epoch_s"] = seconds
-        values["time/samples_per_s"] = self.data.train.n / seconds if seconds > 0 else 0.0
+        values.update(epoch_timing(self._train_seconds, self._epochs_timed, self.data.train.n))
         values["epoch"] = float(self.epoch)
         self._train_seconds, self._epochs_timed = 0.0, 0
         return values
@@ -153,16 +151,10 @@ class Trainer:
         """Per-sample arrays from the last evaluation (evaluates now if there was none)."""
         if not self._last_eval:
             self.evaluate()
-        out: dict[str, np.ndarray] = {}
-        for name in ("train", "val"):
-            split = getattr(self.data, name)
-            out[f"{name}_loss"] = self._last_eval[name].losses.detach().cpu().numpy()
-            out[f"{name}_label"] = split.y.detach().cpu().numpy()
-            for attribute, codes in split.groups.items():
-                out[f"{name}_group_{attribute}"] = codes.detach().cpu().numpy()
-        if self.config.constraint.kind == "sample_loss":
-            out["multiplier"] = self.multipliers.value.detach().cpu().numpy()
-        return out
+        per_sample_kind = self.config.constraint.kind == "sample_loss"
+        return per_sample_arrays(
+            self.data, self._last_eval, self.multipliers.value if per_sample_kind else None
+        )
 
     # -- state
     def state_dict(self) -> dict[str, Any]:

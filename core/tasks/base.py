@@ -79,6 +79,12 @@ class Task(ABC):
     def make_model(self, data: Dataset) -> nn.Module:
         """A freshly initialised model; the caller seeds torch's RNG beforehand."""
 
+    def pack_blocker(self) -> str | None:
+        """Why trials of this task cannot train as a pack (``None``: they can). A pack runs
+        its members' forward passes under ``torch.func.vmap``: models with in-place buffer
+        updates (BatchNorm) or losses that need input derivatives cannot."""
+        return None
+
     def per_sample_loss(self, output: Tensor, y: Tensor) -> Tensor:
         """ℓ_i for each row: the loss metrics and ERM are computed from."""
         if self.problem == "classification":

@@ -160,6 +160,11 @@ class Cifar10(Task):
             return small_cnn(3, 32, len(CLASSES))
         return ResNet18(len(CLASSES))
 
+    def pack_blocker(self) -> str | None:
+        if self.params.model == "cnn":
+            return None
+        return "ResNet-18's BatchNorm updates its running statistics in place"
+
     def augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
         if not self.params.augment:
             return x

@@ -83,6 +83,9 @@ class Convection(Task):
     def load(self) -> Dataset:
         return _load(self.params)
 
+    def pack_blocker(self) -> str | None:
+        return "its PDE residuals take input derivatives with torch.autograd.grad"
+
     def make_model(self, data: Dataset) -> nn.Module:
         return tanh_mlp(2, list(self.params.hidden), 1)
 
