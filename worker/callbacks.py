@@ -1,5 +1,9 @@
 """A Tune callback that turns trial lifecycle into ``TrialEvent``s and a live progress view.
 
+A Tune trial is a unit: one dualtune trial or a pack. Events are always per dualtune trial:
+a pack's members start and recover together, and each ends when the pack reports its
+outcome (a diverged member while the others still train).
+
 Tune pickles its callbacks with the experiment (they come back on ``Tuner.restore``), so
 this one keeps only plain data and rebuilds its console view lazily.
 """
@@ -12,17 +16,38 @@ from typing import Any
 from ray.tune import Callback
 
 from worker.events import TrialEvent, sink_for
+from worker.pack_trainable import member_outcomes
 from worker.progress import SweepProgress
 from worker.trainable import ERROR_KEY, RUN_ID_KEY, STATUS_KEY
+
+
+def _finite_metrics(values: dict[str, Any]) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in values.items()
+        if "/" in k
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and math.isfinite(float(v))
+    }
 
 
 class TrialEvents(Callback):
     """Emits trial events to a sink and drives the progress view."""
 
     def __init__(
-        self, sweep_id: str, total: int, *, metric: str, mode: str, show_progress: bool
+        self,
+        sweep_id: str,
+        total: int,
+        *,
+        metric: str,
+        mode: str,
+        show_progress: bool,
+        units: dict[str, list[str]] | None = None,
     ) -> None:
         self.sweep_id = sweep_id
+        self.units = dict(units or {})
+        self.ended: set[str] = set()
         self.total = total
         self.metric, self.mode = metric, mode
         self.show_progress = show_progress
@@ -41,11 +66,20 @@ class TrialEvents(Callback):
             self._progress = SweepProgress(self.total, metric=self.metric, mode=self.mode)
         return self._progress
 
-    def _trial_id(self, trial: Any) -> str:
+    def _unit(self, trial: Any) -> str:
         return str(trial.config["trial_id"])
 
-    def _emit(self, trial: Any, status: str, **kwargs: Any) -> None:
-        trial_id = self._trial_id(trial)
+    def _members(self, trial: Any) -> list[str]:
+        unit = self._unit(trial)
+        return self.units.get(unit, [unit])
+
+    def _open(self, trial: Any) -> list[str]:
+        """The unit's trials still to run: a pack's members that reported their outcome
+        (a diverged member, or all of them after a restart) have ended."""
+        members = self._members(trial)
+        return members if len(members) == 1 else [m for m in members if m not in self.ended]
+
+    def _emit(self, trial_id: str, status: str, **kwargs: Any) -> None:
         event = TrialEvent(
             self.sweep_id, trial_id, status, attempt=self.attempts.get(trial_id, 1), **kwargs
         )
@@ -53,42 +87,55 @@ class TrialEvents(Callback):
         if self.progress is not None:
             self.progress.update(event)
 
+    def _emit_members(self, result: dict[str, Any]) -> None:
+        for trial_id, outcome in member_outcomes(result).items():
+            if trial_id in self.ended:
+                continue
+            self.ended.add(trial_id)
+            self._emit(
+                trial_id,
+                str(outcome["status"]),
+                metrics=_finite_metrics(outcome.get("metrics") or {}),
+                mlflow_run_id=outcome.get("run_id") or None,
+                error=outcome.get("error") or None,
+            )
+
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        trial_id = self._trial_id(trial)
-        self.attempts[trial_id] = self.attempts.get(trial_id, 0) + 1
-        self._emit(trial, "running")
+        for trial_id in self._open(trial):
+            self.attempts[trial_id] = self.attempts.get(trial_id, 0) + 1
+            self._emit(trial_id, "running")
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._emit(trial, "running", error="retrying from checkpoint after a failure")
+        for trial_id in self._open(trial):
+            self._emit(trial_id, "running", error="retrying from checkpoint after a failure")
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
-        self.last[self._trial_id(trial)] = result
+        self.last[self._unit(trial)] = result
+        self._emit_members(result)
 
     def on_trial_complete(
         self, iteration: int, trials: list[Any], trial: Any, **info: Any
     ) -> None:
-        result = self.last.get(self._trial_id(trial), {})
-        status = str(result.get(STATUS_KEY, "succeeded"))
-        metrics = {
-            k: float(v)
-            for k, v in result.items()
-            if "/" in k
-            and isinstance(v, int | float)
-            and not isinstance(v, bool)
-            and math.isfinite(float(v))
-        }
+        result = self.last.get(self._unit(trial), {})
+        if len(self._members(trial)) > 1:
+            self._emit_members(result)
+            for trial_id in self._open(trial):  # a pack that ended without its outcome
+                self._emit(trial_id, "failed", error="the pack ended without its outcome")
+            return
         self._emit(
-            trial,
-            status,
-            metrics=metrics,
+            self._unit(trial),
+            str(result.get(STATUS_KEY, "succeeded")),
+            metrics=_finite_metrics(result),
             mlflow_run_id=str(result.get(RUN_ID_KEY) or "") or None,
             error=str(result.get(ERROR_KEY)) if result.get(ERROR_KEY) else None,
         )
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._emit(trial, "failed", error=str(getattr(trial, "error_file", "") or "trial failed"))
+        error = str(getattr(trial, "error_file", "") or "trial failed")
+        for trial_id in self._open(trial):
+            self._emit(trial_id, "failed", error=error)
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         if self._progress is not None:

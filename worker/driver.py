@@ -7,6 +7,7 @@ interrupted ones resume from their checkpoints, and MLflow runs are found again 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from core.reporting import TrialOutcome, build_report
 from core.spec import SweepSpec, TrialConfig
 from worker.callbacks import TrialEvents
 from worker.events import EventSink, NullSink, register_sink
+from worker.pack_trainable import MEMBERS_KEY, member_outcomes, run_unit
+from worker.packing import Unit, plan_units
 from worker.tracking import ensure_experiment, ensure_parent_run, log_sweep_report
 from worker.tracking.resilient import ResilientClient
 from worker.tracking.sweep_run import final_train_losses
@@ -31,8 +34,11 @@ from worker.trainable import (
     RUN_ID_KEY,
     STATUS_KEY,
     TrackingSettings,
-    run_trial,
 )
+
+UNITS_FILE = "dualtune_units.json"
+"""The sweep's units (trial id → its pack), kept next to the Tune experiment: a restored
+experiment must see the packs it was started with, whatever ``pack: auto`` would pick now."""
 
 
 @dataclass(frozen=True)
@@ -87,9 +93,21 @@ def _init_ray(address: str | None) -> None:
 
 def _outcome(trial: TrialConfig, result: tune.Result | None) -> TrialRecord:
     metrics: dict[str, Any] = dict(result.metrics or {}) if result is not None else {}
+    members = member_outcomes(metrics)
+    if members or (STATUS_KEY in metrics and MEMBERS_KEY in metrics):
+        # A pack's member: its own outcome, reported by the pack.
+        own = members.get(trial.trial_id, {})
+        metrics = {
+            **(own.get("metrics") or {}),
+            STATUS_KEY: own.get("status", "failed"),
+            ERROR_KEY: own.get("error") or "",
+            RUN_ID_KEY: own.get("run_id") or "",
+            LOGGING_KEY: own.get("logging") or "",
+            "attempts": metrics.get("attempts", 1),
+        }
     status = str(metrics.get(STATUS_KEY, "failed"))
     error = metrics.get(ERROR_KEY)
-    if result is not None and result.error is not None:
+    if result is not None and result.error is not None and trial.trial_id not in members:
         status, error = "failed", f"{type(result.error).__name__}: {result.error}"
     if status == "running":  # the trial stopped without its final report
         status = "failed"
@@ -111,6 +129,24 @@ def _outcome(trial: TrialConfig, result: tune.Result | None) -> TrialRecord:
         str(metrics.get(LOGGING_KEY) or ""),
         int(metrics.get("attempts", 1) or 1),
     )
+
+
+def _units(
+    spec: SweepSpec, trials: Sequence[TrialConfig], experiment: Path
+) -> dict[str, list[str]]:
+    """Unit id → its trial ids: planned now (``worker.packing``), or read back for a
+    restored experiment."""
+    path = experiment / UNITS_FILE
+    if path.exists():
+        saved: dict[str, list[str]] = json.loads(path.read_text())
+        return saved
+    planned: list[Unit] = plan_units(spec, trials)
+    units = {u.id: u.trial_ids for u in planned}
+    experiment.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(units))
+    tmp.replace(path)
+    return units
 
 
 def _final_train_losses(result: tune.Result | None) -> np.ndarray | None:
@@ -169,21 +205,23 @@ def run_sweep(
     )
 
     _init_ray(ray_address)
+    experiment_path = str(storage / (experiment_name or sweep_id))
+    units = _units(spec, trials, Path(experiment_path))
     trainable = tune.with_resources(
         tune.with_parameters(
-            run_trial,
+            run_unit,
             trials={t.trial_id: t.model_dump(mode="json") for t in trials},
+            units=units,
             tracking=tracking,
         ),
         _resources(spec),
     )
-    experiment_path = str(storage / (experiment_name or sweep_id))
     if tune.Tuner.can_restore(experiment_path):
         tuner = tune.Tuner.restore(experiment_path, trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={"trial_id": tune.grid_search([t.trial_id for t in trials])},
+            param_space={"trial_id": tune.grid_search(list(units))},
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=int(os.environ.get("DUALTUNE_MAX_CONCURRENT", "0")) or None,
             ),
@@ -204,6 +242,7 @@ def run_sweep(
                         metric=spec.selection.metric,
                         mode=spec.selection.mode,
                         show_progress=show_progress,
+                        units=units,
                     )
                 ],
                 verbose=0,
@@ -214,9 +253,10 @@ def run_sweep(
     results: dict[str, tune.Result] = {}
     for i in range(len(grid)):
         result = grid[i]
-        trial_id = (result.config or {}).get("trial_id")
-        if trial_id in by_id:
-            results[trial_id] = result
+        unit = (result.config or {}).get("trial_id")
+        for trial_id in units.get(str(unit), []):
+            if trial_id in by_id:
+                results[trial_id] = result
     records = [_outcome(t, results.get(t.trial_id)) for t in trials]
     outcomes = [r.outcome for r in records] + [o for o, _ in finished if o.trial_id not in by_id]
     report = build_report(spec, outcomes, sweep_id=sweep_id)

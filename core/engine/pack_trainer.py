@@ -86,7 +86,9 @@ class PackTrainer:
         if not configs:
             raise ValueError("a pack needs at least one trial")
         if len({pack_key(c) for c in configs}) != 1:
-            raise NotPackable("the trials differ in more than ε, α, dual_lr, ρ, penalty, lr, kp, nu")
+            raise NotPackable(
+                "the trials differ in more than ε, α, dual_lr, ρ, penalty, lr, kp, nu"
+            )
         ids = [c.trial_id for c in configs]
         if len(set(ids)) != len(ids):
             raise ValueError(f"a pack lists a trial twice: {ids}")
@@ -173,9 +175,7 @@ class PackTrainer:
         prefixed = {f"model.{n}": p for n, p in self.params.items()}
 
         def member(params: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-            out: tuple[Tensor, Tensor, Tensor] = functional_call(
-                self._observer, params, (batch,)
-            )
+            out: tuple[Tensor, Tensor, Tensor] = functional_call(self._observer, params, (batch,))
             return out
 
         objective, erm_loss, values = vmap(member, randomness="error")(prefixed)
@@ -312,9 +312,7 @@ class PackTrainer:
         """The pack's state: each active member's trial state, and the diverged ones."""
         return {
             "version": PACK_STATE_VERSION,
-            "members": {
-                c.trial_id: self.member_state_dict(i) for i, c in enumerate(self.members)
-            },
+            "members": {c.trial_id: self.member_state_dict(i) for i, c in enumerate(self.members)},
             "diverged": {t: (e.epoch, e.detail) for t, e in self.diverged.items()},
         }
 

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from core.engine.errors import Diverged
+    from core.engine.pack_trainer import PackTrainer
     from core.engine.trainer import Trainer
 
 
@@ -61,3 +63,35 @@ class TrialResult:
     @property
     def final(self) -> dict[str, float]:
         return self.history[-1] if self.history else {}
+
+
+@dataclass(frozen=True)
+class PackEvalReport:
+    """Handed to a pack's reporter after each evaluation: the metrics of the members that
+    are still training, every member that diverged so far, and lazy state access."""
+
+    epoch: int
+    metrics: dict[str, dict[str, float]]
+    """Per active member: the metrics an unpacked trial would report."""
+    diverged: dict[str, Diverged]
+    is_last: bool
+    trainer: PackTrainer
+
+    def state_dict(self) -> dict[str, Any]:
+        """The pack's state: each active member's single-trial state and the diverged."""
+        return self.trainer.state_dict()
+
+    def per_sample(self, trial_id: str) -> dict[str, np.ndarray]:
+        return self.trainer.per_sample(trial_id)
+
+
+PackReporter = Callable[[PackEvalReport], None]
+
+
+@dataclass
+class PackResult:
+    """The outcome of ``core.engine.fit.fit_pack``: a ``TrialResult`` per member that
+    finished, and the error of each member that diverged."""
+
+    results: dict[str, TrialResult]
+    diverged: dict[str, Diverged]
