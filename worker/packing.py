@@ -89,11 +89,9 @@ def slot_memory(spec: SweepSpec, count: int) -> int:
     return _mem_available() // count
 
 
-def auto_pack_size(
-    group: Sequence[TrialConfig], slot_count: int, memory: int, per_member: int
-) -> int:
-    """Members per pack for one group under ``pack: auto``."""
-    fill = math.ceil(len(group) / slot_count)
+def auto_pack_size(members: int, slot_count: int, memory: int, per_member: int) -> int:
+    """Members per pack for a group of ``members`` trials under ``pack: auto``."""
+    fill = math.ceil(members / slot_count)
     fit = max(1, int(memory * MEMORY_SHARE) // max(per_member, 1))
     return max(1, min(fill, fit, AUTO_MAX_PACK))
 
@@ -124,7 +122,7 @@ def plan_units(
                 count = (slot_count or (lambda: slots(spec)))()
                 budget = (memory or (lambda c: slot_memory(spec, c)))(count)
             assert budget is not None
-            size = auto_pack_size(group, count, budget, member_bytes(group[0]))
+            size = auto_pack_size(len(group), count, budget, member_bytes(group[0]))
         else:
             size = int(spec.pack)
         for members in split_group(group, size):

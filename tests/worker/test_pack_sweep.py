@@ -1,0 +1,149 @@
+"""Packs in a real sweep (real Ray Tune, real MLflow): each member is its own trial in every
+place users look, a diverging member ends alone, and a killed pack resumes every member."""
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+import core
+from core.engine.fit import fit_pack
+from worker.driver import run_sweep
+from worker.events import TrialEvent
+
+from .conftest import small_spec
+from .test_sweep_faults import latest_checkpoint, trial_processes
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the trials run (DUALTUNE_TORCH_THREADS)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[TrialEvent] = []
+
+    def emit(self, event: TrialEvent) -> None:
+        self.events.append(event)
+
+    def tracking(self, experiment_id: str | None, parent_run_id: str | None) -> None:
+        del experiment_id, parent_run_id
+
+
+def test_each_member_of_a_pack_is_its_own_trial_and_a_diverging_one_ends_alone(
+    local_ray: None, tracking_uri: str, tmp_path: Path, one_thread: None
+) -> None:
+    spec = small_spec(
+        methods=["fl"],
+        grid={"epsilon": [0.1, 0.3, 0.5], "dual_lr": [0.05, 0.2], "lr": [0.01, 1e9]},
+        pack=6,
+    )
+    sink = Recorder()
+    result = run_sweep(
+        spec,
+        sweep_id="packed",
+        storage_path=tmp_path / "tune",
+        tracking_uri=tracking_uri,
+        sink=sink,
+        show_progress=False,
+    )
+    trials = {t.trial_id: t for t in spec.trials()}
+    assert len(result.trials) == 12
+    status = {r.outcome.trial_id: r.outcome.status for r in result.trials}
+    assert status == {
+        t: ("diverged" if trial.params["lr"] == 1e9 else "succeeded")
+        for t, trial in trials.items()
+    }
+
+    # Every trial's events: running, then its own outcome.
+    for trial_id, final in status.items():
+        seen = [e.status for e in sink.events if e.trial_id == trial_id]
+        assert seen[0] == "running", (trial_id, seen)
+        assert seen[-1] == final, (trial_id, seen)
+
+    # A succeeded member reports what its trial trains alone (float32 round-off apart).
+    record = next(r for r in result.trials if r.outcome.status == "succeeded")
+    reference = core.fit(trials[record.outcome.trial_id]).final
+    for name, value in reference.items():
+        if "/" in name and not name.startswith("time/"):
+            assert record.outcome.metrics[name] == pytest.approx(value, rel=1e-4, abs=1e-6)
+
+    client = MlflowClient(tracking_uri)
+    for r in result.trials:
+        run = client.get_run(r.mlflow_run_id or "")
+        assert run.data.tags["dualtune.trial_id"] == r.outcome.trial_id
+        assert run.data.tags["dualtune.status"] == r.outcome.status
+        if r.outcome.status == "succeeded":
+            history = client.get_metric_history(run.info.run_id, "train/loss_mean")
+            assert sorted(m.step for m in history) == [1, 2, 3]
+            files = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+            assert files == {"plots/loss_cdf.png", "plots/multipliers.png"}
+            tables = {a.path for a in client.list_artifacts(run.info.run_id, "per_sample")}
+            assert {"per_sample/train_epoch0002.parquet", "per_sample/hardest.csv"} <= tables
+        else:
+            assert "diverged at epoch 1" in (r.outcome.error or "")
+            assert run.info.status == "FAILED"
+
+
+def test_a_killed_pack_resumes_every_member_from_its_checkpoint(
+    local_ray: None, tracking_uri: str, tmp_path: Path, one_thread: None
+) -> None:
+    spec = small_spec(
+        task={"name": "digits"},
+        methods=["fl"],
+        grid={"epsilon": [0.1, 0.2, 0.3], "dual_lr": 0.1},
+        train={"epochs": 30, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.003}},
+        limits={"max_trials": 10, "max_failures": 2},
+        pack=3,
+    )
+    killed: list[int] = []
+    storage = tmp_path / "tune"
+
+    def kill_after_third_checkpoint() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not killed:
+            if latest_checkpoint(storage) >= 2:
+                for proc in trial_processes():
+                    os.kill(proc.pid, signal.SIGKILL)
+                    killed.append(proc.pid)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=kill_after_third_checkpoint, daemon=True)
+    watcher.start()
+    result = run_sweep(
+        spec,
+        sweep_id="kill-pack",
+        storage_path=storage,
+        tracking_uri=tracking_uri,
+        show_progress=False,
+    )
+    watcher.join(timeout=1)
+    assert killed, "the pack's process was never seen, so never killed"
+    assert [r.outcome.status for r in result.trials] == ["succeeded"] * 3
+
+    uninterrupted = fit_pack(spec.trials())
+    client = MlflowClient(tracking_uri)
+    for r in result.trials:
+        expected = uninterrupted.results[r.outcome.trial_id].final
+        for name, value in expected.items():
+            if "/" in name and not name.startswith("time/"):
+                assert r.outcome.metrics[name] == pytest.approx(value, rel=1e-6, abs=1e-6), name
+        # Resumed, not restarted: the first epochs were logged once, before the kill.
+        history = client.get_metric_history(r.mlflow_run_id or "", "train/loss_mean")
+        steps = [m.step for m in history]
+        assert steps.count(1) == 1
+        assert set(steps) == set(range(1, 31))
+    runs = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id])
+    assert len([r for r in runs if "mlflow.parentRunId" in r.data.tags]) == 3
