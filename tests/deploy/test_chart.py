@@ -39,7 +39,7 @@ def test_chart_renders_only_known_kinds_with_names_and_labels(profile: str) -> N
 
     kinds = {m["kind"] for m in rendered.manifests}
     assert kinds <= CORE_KINDS | {"RayCluster"}
-    assert {"Deployment", "Service", "Job", "RayCluster"} <= kinds
+    assert {"Deployment", "Service", "RayCluster"} <= kinds
     for manifest in rendered.manifests:
         metadata = manifest["metadata"]
         assert len(metadata["name"]) <= 63

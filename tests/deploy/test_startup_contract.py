@@ -1,38 +1,86 @@
 """The commands the chart runs in the service image exist and do what the chart expects of
-them: the init container waits for the schema and lets the pod start once it is current, and
+them. With an external database the init container waits for the schema (the hook Job
+migrates) and lets the pod start once it is current; with the bundled Postgres the init
+container waits for the database, then migrates it under an advisory lock, one pod at a time.
 `dualtune serve` / `dualtune db upgrade` take the arguments the chart passes."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from service.db.engine import make_engine
-from service.db.migrate import upgrade
+from service.db.migrate import check_schema, current_revision, upgrade
 from tests.deploy.chart import containers, render_profile
 
+PG_SERVER = os.environ.get("DUALTUNE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
-def wait_for_schema_script() -> list[str]:
-    deployment = render_profile("default").one("Deployment", "demo-dualtune")
-    (init,) = [
-        c
-        for c in containers(deployment["spec"]["template"]["spec"])
-        if c["name"] == "wait-for-schema"
-    ]
+
+def init_script(profile: str, name: str) -> list[str]:
+    deployment = render_profile(profile).one("Deployment", "demo-dualtune")
+    (init,) = [c for c in containers(deployment["spec"]["template"]["spec"]) if c["name"] == name]
     command: list[str] = init["command"]
     assert command[0] == "python"
     return [sys.executable, *command[1:]]
 
 
+def wait_for_schema_script() -> list[str]:
+    return init_script("external-postgres-values", "wait-for-schema")
+
+
+def migrate_script() -> list[str]:
+    return init_script("default", "migrate")
+
+
+def database_env(url: str) -> dict[str, str]:
+    # The image has `dualtune` on PATH; here it is next to this interpreter.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "DUALTUNE_DATABASE_URL": url}
+
+
 def run_with_database(
     url: str, command: list[str], timeout: float
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DUALTUNE_DATABASE_URL": url}
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        command, env=database_env(url), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def start_with_database(url: str, command: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        command,
+        env=database_env(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.fixture
+def empty_postgres() -> Iterator[str]:
+    admin = create_engine(
+        PG_SERVER.replace("postgresql://", "postgresql+psycopg://", 1),
+        isolation_level="AUTOCOMMIT",
+    )
+    name = f"dualtune_deploy_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # pragma: no cover - CI starts Postgres (.ci/run)
+        pytest.fail(f"PostgreSQL at {PG_SERVER} is needed for the postgres tests: {exc}")
+    yield PG_SERVER.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def test_wait_for_schema_lets_the_pod_start_on_a_current_schema(tmp_path: Path) -> None:
@@ -55,6 +103,67 @@ def test_wait_for_schema_keeps_waiting_on_an_empty_database(tmp_path: Path) -> N
     text = output.decode() if isinstance(output, bytes) else output or ""
     assert "waiting for the schema" in text
     assert "has no dualtune schema" in text
+
+
+def test_migrate_brings_an_empty_database_to_the_schema_and_is_idempotent(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'dualtune.db'}"
+
+    first = run_with_database(url, migrate_script(), timeout=120)
+    second = run_with_database(url, migrate_script(), timeout=120)
+
+    assert first.returncode == 0, first.stderr
+    assert "(was empty)" in first.stdout
+    assert second.returncode == 0, second.stderr
+    assert "(was empty)" not in second.stdout
+    check_schema(make_engine(url))
+
+
+def test_migrate_waits_for_the_database_to_accept_connections() -> None:
+    url = "postgresql://dualtune:secret@127.0.0.1:1/dualtune"  # nothing listens on port 1
+
+    with pytest.raises(subprocess.TimeoutExpired) as waited:
+        run_with_database(url, migrate_script(), timeout=8)
+
+    output = waited.value.stdout
+    text_ = output.decode() if isinstance(output, bytes) else output or ""
+    assert "waiting for the database" in text_
+
+
+@pytest.mark.postgres
+def test_migrate_waits_for_the_advisory_lock_of_another_pod(empty_postgres: str) -> None:
+    (key,) = re.findall(r"pg_advisory_lock\((\d+)\)", migrate_script()[-1])
+    engine = make_engine(empty_postgres)
+    try:
+        with engine.connect() as other_pod:
+            other_pod.execute(text(f"SELECT pg_advisory_lock({key})"))
+            other_pod.commit()
+            migrate = start_with_database(empty_postgres, migrate_script())
+            try:
+                time.sleep(6)
+                assert migrate.poll() is None, migrate.communicate()[0]
+                assert current_revision(engine) is None
+            finally:
+                other_pod.execute(text(f"SELECT pg_advisory_unlock({key})"))
+                other_pod.commit()
+            output, _ = migrate.communicate(timeout=120)
+        assert migrate.returncode == 0, output
+        check_schema(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_replicas_starting_together_all_migrate_cleanly(empty_postgres: str) -> None:
+    pods = [start_with_database(empty_postgres, migrate_script()) for _ in range(3)]
+    outputs = [pod.communicate(timeout=180)[0] for pod in pods]
+
+    assert [pod.returncode for pod in pods] == [0, 0, 0], outputs
+    assert sum("(was empty)" in output for output in outputs) == 1, outputs
+    engine = make_engine(empty_postgres)
+    check_schema(engine)
+    engine.dispose()
 
 
 @pytest.mark.parametrize(

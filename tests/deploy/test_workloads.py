@@ -218,24 +218,56 @@ def test_external_postgres_urls_come_from_the_secret_and_nothing_is_bundled() ->
     assert backend["valueFrom"]["secretKeyRef"]["key"] == "mlflow-database-url"
 
 
-@pytest.mark.parametrize(
-    ("profile", "events"),
-    [
-        ("external-postgres-values", "pre-install,pre-upgrade"),
-        # The bundled database is created by the install itself, after pre-install hooks.
-        ("default", "post-install,pre-upgrade"),
-    ],
-)
-def test_migrations_run_as_a_hook_job(profile: str, events: str) -> None:
-    rendered = render_profile(profile)
+def init_containers(rendered: Rendered) -> dict[str, dict[str, Any]]:
+    pod = rendered.one("Deployment", API)["spec"]["template"]["spec"]
+    return {c["name"]: c for c in pod.get("initContainers", [])}
+
+
+def hooks(rendered: Rendered) -> list[str]:
+    return [
+        m["metadata"].get("annotations", {}).get("helm.sh/hook", "")
+        for m in rendered.manifests
+        if m["metadata"].get("annotations", {}).get("helm.sh/hook")
+    ]
+
+
+def test_external_database_is_migrated_by_a_pre_install_pre_upgrade_hook_job() -> None:
+    rendered = render_profile("external-postgres-values")
     (job,) = rendered.of_kind("Job")
     (container,) = job["spec"]["template"]["spec"]["containers"]
 
-    assert job["metadata"]["annotations"]["helm.sh/hook"] == events
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert hooks(rendered) == ["pre-install,pre-upgrade"]
     assert container["command"] == ["dualtune", "db", "upgrade"]
     assert container["image"] == api_container(rendered)["image"]
     assert (
         env_of(container)["DUALTUNE_DATABASE_URL"]
+        == env_of(api_container(rendered))["DUALTUNE_DATABASE_URL"]
+    )
+    # The pods only wait for the schema the hook migrated; they do not migrate themselves.
+    assert set(init_containers(rendered)) == {"wait-for-schema"}
+
+
+@pytest.mark.parametrize("profile", [p for p in PROFILES if p != "external-postgres-values"])
+def test_bundled_postgres_is_migrated_by_the_service_pods_without_hooks(profile: str) -> None:
+    # The install creates the bundled database, so no pre-install hook can migrate it, and a
+    # post-install hook would deadlock `helm install --wait` (Helm waits for the pods first).
+    rendered = render_profile(profile)
+    inits = init_containers(rendered)
+
+    assert rendered.of_kind("Job") == []
+    assert not any("post-install" in events for events in hooks(rendered))
+    assert set(inits) == {"migrate"}
+    assert "-c migrate" in rendered.notes
+    assert "do not pass --wait" not in rendered.notes
+    migrate = inits["migrate"]
+    script = migrate["command"][-1]
+    assert migrate["command"][:2] == ["python", "-c"]
+    assert '["dualtune", "db", "upgrade"]' in script
+    assert "pg_advisory_lock(" in script
+    assert migrate["image"] == api_container(rendered)["image"]
+    assert (
+        env_of(migrate)["DUALTUNE_DATABASE_URL"]
         == env_of(api_container(rendered))["DUALTUNE_DATABASE_URL"]
     )
 
