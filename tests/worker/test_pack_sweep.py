@@ -147,3 +147,37 @@ def test_a_killed_pack_resumes_every_member_from_its_checkpoint(
         assert set(steps) == set(range(1, 31))
     runs = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id])
     assert len([r for r in runs if "mlflow.parentRunId" in r.data.tags]) == 3
+
+
+def test_a_retry_reruns_only_the_named_members_packed_again(
+    local_ray: None, tracking_uri: str, tmp_path: Path
+) -> None:
+    spec = small_spec(methods=["fl"], grid={"epsilon": [0.1, 0.3, 0.5], "lr": [0.01, 1e9]}, pack=6)
+    first = run_sweep(
+        spec,
+        sweep_id="retry",
+        storage_path=tmp_path / "tune",
+        tracking_uri=tracking_uri,
+        show_progress=False,
+    )
+    diverged = [r.outcome.trial_id for r in first.trials if r.outcome.status == "diverged"]
+    assert len(diverged) == 3
+    finished = [
+        (r.outcome, r.mlflow_run_id) for r in first.trials if r.outcome.trial_id not in diverged
+    ]
+    retried = run_sweep(
+        spec,
+        sweep_id="retry",
+        storage_path=tmp_path / "tune",
+        tracking_uri=tracking_uri,
+        show_progress=False,
+        only=diverged,
+        experiment_name="retry-retry1",
+        finished=finished,
+    )
+    assert sorted(r.outcome.trial_id for r in retried.trials) == sorted(diverged)
+    assert all(r.outcome.status == "diverged" for r in retried.trials)
+    units = (tmp_path / "tune" / "retry-retry1" / "dualtune_units.json").read_text()
+    assert all(t in units for t in diverged)
+    (fl,) = retried.report["methods"]
+    assert (fl["trials"], fl["succeeded"]) == (6, 3)  # the report covers the whole sweep
