@@ -13,7 +13,6 @@ last checkpoint and every member resumes from its own state.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,6 @@ from core.engine.fit import fit_pack
 from core.engine.pack_trainer import PACK_STATE_VERSION
 from core.engine.result import PackEvalReport
 from core.spec import TrialConfig
-from worker.tracking import TrialRunLogger
 from worker.trainable import (
     ERROR_KEY,
     LOGGING_KEY,
@@ -36,6 +34,8 @@ from worker.trainable import (
     TrackingSettings,
     measured_epsilon,
     run_trial,
+    set_torch_threads,
+    trial_logger,
 )
 
 MEMBERS_KEY = "dualtune/members"
@@ -87,20 +87,8 @@ def _report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
 
 def run_pack(trials: Sequence[TrialConfig], tracking: TrackingSettings) -> None:
     """Train ``trials`` as one pack inside the current Tune trial."""
-    torch.set_num_threads(max(1, int(os.environ.get("DUALTUNE_TORCH_THREADS", "1"))))
-    loggers = {
-        t.trial_id: TrialRunLogger(
-            tracking.tracking_uri,
-            tracking.experiment_name,
-            sweep_id=tracking.sweep_id,
-            trial_id=t.trial_id,
-            method=t.method,
-            params=t.flat_params(),
-            parent_run_id=tracking.parent_run_id,
-            retry_budget_s=tracking.retry_budget_s,
-        )
-        for t in trials
-    }
+    set_torch_threads()
+    loggers = {t.trial_id: trial_logger(t, tracking) for t in trials}
     outcomes: dict[str, dict[str, Any]] = {}
     for trial_id, logger in loggers.items():
         done = logger.completed()

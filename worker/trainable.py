@@ -62,18 +62,14 @@ def _report(
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
-def measured_epsilon(trial: TrialConfig) -> float:
-    return float(trial.value("epsilon"))
-
-
-def run_trial(
-    config: dict[str, Any], *, trials: dict[str, dict[str, Any]], tracking: TrackingSettings
-) -> None:
-    """Tune entry point; ``config`` holds only ``trial_id``, the rest comes by parameter."""
-    trial = TrialConfig.model_validate(trials[config["trial_id"]])
-    # Several trials share a worker's cores; one thread each keeps them from thrashing.
+def set_torch_threads() -> None:
+    """Several trials share a worker's cores; one thread each keeps them from thrashing."""
     torch.set_num_threads(max(1, int(os.environ.get("DUALTUNE_TORCH_THREADS", "1"))))
-    logger = TrialRunLogger(
+
+
+def trial_logger(trial: TrialConfig, tracking: TrackingSettings) -> TrialRunLogger:
+    """The MLflow child run of ``trial`` (found again by its tags after a restart)."""
+    return TrialRunLogger(
         tracking.tracking_uri,
         tracking.experiment_name,
         sweep_id=tracking.sweep_id,
@@ -83,6 +79,19 @@ def run_trial(
         parent_run_id=tracking.parent_run_id,
         retry_budget_s=tracking.retry_budget_s,
     )
+
+
+def measured_epsilon(trial: TrialConfig) -> float:
+    return float(trial.value("epsilon"))
+
+
+def run_trial(
+    config: dict[str, Any], *, trials: dict[str, dict[str, Any]], tracking: TrackingSettings
+) -> None:
+    """Tune entry point; ``config`` holds only ``trial_id``, the rest comes by parameter."""
+    trial = TrialConfig.model_validate(trials[config["trial_id"]])
+    set_torch_threads()
+    logger = trial_logger(trial, tracking)
     done = logger.completed()
     if done is not None:
         # Finished before a restart that Tune had not recorded: report, do not re-run.

@@ -1,10 +1,6 @@
 """Packs in a real sweep (real Ray Tune, real MLflow): each member is its own trial in every
 place users look, a diverging member ends alone, and a killed pack resumes every member."""
 
-import os
-import signal
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +14,7 @@ from worker.driver import run_sweep
 from worker.events import TrialEvent
 
 from .conftest import small_spec
-from .test_sweep_faults import latest_checkpoint, trial_processes
+from .test_sweep_faults import kill_trials_after_checkpoint
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
@@ -108,20 +104,8 @@ def test_a_killed_pack_resumes_every_member_from_its_checkpoint(
         limits={"max_trials": 10, "max_failures": 2},
         pack=3,
     )
-    killed: list[int] = []
     storage = tmp_path / "tune"
-
-    def kill_after_third_checkpoint() -> None:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not killed:
-            if latest_checkpoint(storage) >= 2:
-                for proc in trial_processes():
-                    os.kill(proc.pid, signal.SIGKILL)
-                    killed.append(proc.pid)
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=kill_after_third_checkpoint, daemon=True)
-    watcher.start()
+    watcher, killed = kill_trials_after_checkpoint(storage, 2)
     result = run_sweep(
         spec,
         sweep_id="kill-pack",

@@ -47,6 +47,27 @@ def latest_checkpoint(storage: Path) -> int:
     return latest
 
 
+def kill_trials_after_checkpoint(
+    storage: Path, checkpoint: int
+) -> tuple[threading.Thread, list[int]]:
+    """A watcher that SIGKILLs every running trial process once a checkpoint numbered
+    ``checkpoint`` (from 0) exists under ``storage``; the list collects the killed pids."""
+    killed: list[int] = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not killed:
+            if latest_checkpoint(storage) >= checkpoint:
+                for proc in trial_processes():
+                    os.kill(proc.pid, signal.SIGKILL)
+                    killed.append(proc.pid)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    return watcher, killed
+
+
 def test_killed_trial_process_resumes_from_checkpoint_with_identical_results(
     local_ray: None, tracking_uri: str, tmp_path: Path
 ) -> None:
@@ -57,22 +78,10 @@ def test_killed_trial_process_resumes_from_checkpoint_with_identical_results(
         train={"epochs": 30, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.003}},
         limits={"max_trials": 10, "max_failures": 2},
     )
-    killed: list[int] = []
     storage = tmp_path / "tune"
-
-    def kill_after_first_checkpoint() -> None:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not killed:
-            # Checkpoints are numbered from 0: one from the third evaluation on means the trial
-            # has state to resume from and epochs left to run.
-            if latest_checkpoint(storage) >= 2:
-                for proc in trial_processes():
-                    os.kill(proc.pid, signal.SIGKILL)
-                    killed.append(proc.pid)
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
-    watcher.start()
+    # Checkpoints are numbered from 0: one from the third evaluation on means the trial has
+    # state to resume from and epochs left to run.
+    watcher, killed = kill_trials_after_checkpoint(storage, 2)
     result = run_sweep(
         spec,
         sweep_id="kill-trial",
