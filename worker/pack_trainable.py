@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from mlflow.tracking import MlflowClient
 from ray import tune
 
 from core.engine.errors import Diverged
@@ -88,7 +89,8 @@ def _report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
 def run_pack(trials: Sequence[TrialConfig], tracking: TrackingSettings) -> None:
     """Train ``trials`` as one pack inside the current Tune trial."""
     set_torch_threads()
-    loggers = {t.trial_id: trial_logger(t, tracking) for t in trials}
+    client = MlflowClient(tracking_uri=tracking.tracking_uri)
+    loggers = {t.trial_id: trial_logger(t, tracking, client) for t in trials}
     outcomes: dict[str, dict[str, Any]] = {}
     for trial_id, logger in loggers.items():
         done = logger.completed()

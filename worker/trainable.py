@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from mlflow.tracking import MlflowClient
 from ray import tune
 
 import core
@@ -67,7 +68,9 @@ def set_torch_threads() -> None:
     torch.set_num_threads(max(1, int(os.environ.get("DUALTUNE_TORCH_THREADS", "1"))))
 
 
-def trial_logger(trial: TrialConfig, tracking: TrackingSettings) -> TrialRunLogger:
+def trial_logger(
+    trial: TrialConfig, tracking: TrackingSettings, client: MlflowClient | None = None
+) -> TrialRunLogger:
     """The MLflow child run of ``trial`` (found again by its tags after a restart)."""
     return TrialRunLogger(
         tracking.tracking_uri,
@@ -78,6 +81,7 @@ def trial_logger(trial: TrialConfig, tracking: TrackingSettings) -> TrialRunLogg
         params=trial.flat_params(),
         parent_run_id=tracking.parent_run_id,
         retry_budget_s=tracking.retry_budget_s,
+        mlflow_client=client,
     )
 
 

@@ -31,7 +31,6 @@ from core.engine.build import (
     build_constraint_kind,
     build_dual_optimizer,
     build_method,
-    build_primal_optimizer,
     constraint_epsilon,
     resolve_device,
 )
@@ -153,10 +152,6 @@ class PackTrainer:
         self.primal_optimizer = stacked_optimizer(
             shared.train.optimizer, list(self.params.values()), lrs.to(self.device)
         )
-        # What each member's single-trial torch optimizer records as its settings.
-        self._param_groups = [
-            build_primal_optimizer(c, self.model).state_dict()["param_groups"] for c in members
-        ]
         self.step = PrimalDualStep(
             self.method,
             self.primal_optimizer,
@@ -272,9 +267,7 @@ class PackTrainer:
             "trial_id": config.trial_id,
             "epoch": self.epoch,
             "model": {n: p[position].detach().clone() for n, p in self.params.items()},
-            "primal_optimizer": self.primal_optimizer.member_state_dict(
-                position, self._param_groups[position]
-            ),
+            "primal_optimizer": self.primal_optimizer.member_state_dict(position),
             "multipliers": self.multipliers.member_state_dict(position),
             "dual_optimizer": self.dual_optimizer.member_state_dict(position),
             "method": self.method.member_state_dict(position),

@@ -8,7 +8,10 @@ shared by a pack's members.
 
 A member's state converts to and from the ``state_dict`` of the torch optimizer a single
 trial builds for it (``member_state_dict`` / ``load_member_state_dicts``), so a member of a
-pack checkpoints exactly like an unpacked trial and either can continue from the other.
+pack checkpoints like an unpacked trial and either can continue from the other. Its
+``param_groups`` are left ``None``: they hold only settings, which the trial's config
+gives (``Trainer.load_state_dict`` fills them in), and building a torch optimizer just to
+read them would import ``torch._dynamo`` (about a second) in every pack's process.
 """
 
 from __future__ import annotations
@@ -63,15 +66,15 @@ class StackedOptimizer(ABC):
     def _member_param_state(self, i: int, member: int) -> dict[str, Any]:
         return {k: self.state[k][i][member].clone() for k in self.state_keys}
 
-    def member_state_dict(self, member: int, param_groups: list[dict[str, Any]]) -> dict[str, Any]:
+    def member_state_dict(self, member: int) -> dict[str, Any]:
         """Member ``member``'s state as the ``state_dict`` of its single-trial torch
-        optimizer, whose ``param_groups`` the caller supplies (they hold its settings)."""
+        optimizer, ``param_groups`` left ``None`` (the trial's config holds them)."""
         state = (
             {i: self._member_param_state(i, member) for i in range(len(self.params))}
             if self.steps
             else {}
         )
-        return {"state": state, "param_groups": param_groups}
+        return {"state": state, "param_groups": None}
 
     def load_member_state_dicts(self, states: Sequence[dict[str, Any]]) -> None:
         """Load the members' single-trial optimizer states (taken at the same step)."""

@@ -183,7 +183,10 @@ class Trainer:
                 f"state is for trial {state.get('trial_id')!r}, not {self.config.trial_id!r}"
             )
         self.model.load_state_dict(state["model"])
-        self.primal_optimizer.load_state_dict(state["primal_optimizer"])
+        primal = state["primal_optimizer"]
+        if primal.get("param_groups") is None:  # a pack member's: settings from the config
+            primal = {**primal, "param_groups": self.primal_optimizer.state_dict()["param_groups"]}
+        self.primal_optimizer.load_state_dict(primal)
         self.multipliers.load_state_dict(state["multipliers"])
         self.dual_optimizer.load_state_dict(state["dual_optimizer"])
         self.method.load_state_dict(state["method"])

@@ -6,10 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib import ticker
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 
 # Figures are built with the object API (no pyplot): no global state, no display backend,
-# safe in Ray worker threads.
+# safe in Ray worker threads. Every run of a sweep draws two, so they are kept cheap: fixed
+# margins instead of tight_layout, and plain tick labels on log axes instead of mathtext
+# (together about half the time of a figure).
 
 
 CURVE_POINTS = 2_000
@@ -43,10 +47,16 @@ def _scatter_sample(loss: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.n
     return loss[keep], lam[keep]
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    fig.tight_layout()
+def _save(fig: Figure, path: Path, **margins: float) -> Path:
+    fig.subplots_adjust(**margins)
     fig.savefig(path, dpi=110)
     return path
+
+
+def _plain_log_labels(axis: Axis) -> None:
+    """Tick labels 0.001, 0.1, 1, 100 on a log axis, without mathtext."""
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _cdf_figure(
@@ -67,6 +77,7 @@ def _cdf_figure(
     if epsilon is not None:
         ax.axvline(epsilon, color="black", linestyle="--", linewidth=1, label=f"ε = {epsilon:g}")
     ax.set_xscale("symlog", linthresh=1e-3)
+    _plain_log_labels(ax.xaxis)
     ax.set_xlim(left=0)  # losses are ≥ 0: no empty negative half
     ax.set_xlabel(xlabel)
     ax.set_ylabel("share of samples ≤ loss")
@@ -74,7 +85,7 @@ def _cdf_figure(
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=legend_size)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _save(fig, path, left=0.1, right=0.97, bottom=0.12, top=0.92)
 
 
 def loss_cdf(
@@ -101,6 +112,7 @@ def multipliers(
         active = lam[lam > 0]
         left.hist(lam, bins=50, color="tab:blue")
         left.set_yscale("log")
+        _plain_log_labels(left.yaxis)
         left.set_xlabel("λ_i")
         left.set_ylabel("samples")
         left.set_title(f"{active.size} of {lam.size} multipliers active")
@@ -129,7 +141,9 @@ def multipliers(
         left.set_ylabel("λ")
         left.set_title(f"{values.size} multipliers")
     fig.suptitle(title)
-    return _save(fig, path)
+    if lam is not None and "train_loss" in per_sample:
+        return _save(fig, path, left=0.07, right=0.98, bottom=0.13, top=0.85, wspace=0.22)
+    return _save(fig, path, left=0.11, right=0.97, bottom=0.12, top=0.86)
 
 
 def compare_loss_cdf(

@@ -62,10 +62,18 @@ def describe_error(exc: BaseException) -> str:
 class ResilientClient:
     """``MlflowClient`` calls with a retry budget; ``call`` returns ``None`` on failure."""
 
-    def __init__(self, tracking_uri: str, *, budget_s: float | None = None) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        *,
+        budget_s: float | None = None,
+        client: MlflowClient | None = None,
+    ) -> None:
+        """``client`` shares one ``MlflowClient`` between callers (a pack's members): a new
+        client on a SQLite store checks the store's schema, ~50 ms each."""
         self.tracking_uri = tracking_uri
         self.budget_s = retry_budget_s() if budget_s is None else budget_s
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = client or MlflowClient(tracking_uri=tracking_uri)
         self.last_error: str | None = None
 
     def call(

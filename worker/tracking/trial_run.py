@@ -93,6 +93,9 @@ class TrialRunLogger:
     parent_run_id: str | None = None
     retry_budget_s: float | None = None
     run_id: str | None = None
+    mlflow_client: MlflowClient | None = None
+    """An ``MlflowClient`` to share (a pack's members share one); each logger keeps its
+    own retry state and error record."""
     _client: ResilientClient = field(init=False)
     _queue: list[_Operation] = field(init=False, default_factory=list)
     _operations: int = field(init=False, default=0)
@@ -101,7 +104,9 @@ class TrialRunLogger:
     _spool: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        self._client = ResilientClient(self.tracking_uri, budget_s=self.retry_budget_s)
+        self._client = ResilientClient(
+            self.tracking_uri, budget_s=self.retry_budget_s, client=self.mlflow_client
+        )
         self._spool = Path(tempfile.mkdtemp(prefix=f"dualtune-{self.trial_id}-"))
 
     # -- the queue

@@ -69,8 +69,10 @@ def test_a_members_state_round_trips_through_torchs_optimizer() -> None:
 
     single = stacked[1].detach().clone().requires_grad_()
     torch_opt = torch.optim.Adam([single], lr=0.01)
-    member = opt.member_state_dict(1, torch_opt.state_dict()["param_groups"])
-    torch_opt.load_state_dict(member)  # torch accepts it as its own state
+    member = opt.member_state_dict(1)
+    assert member["param_groups"] is None  # settings come from the trial's config
+    groups = torch_opt.state_dict()["param_groups"]
+    torch_opt.load_state_dict({**member, "param_groups": groups})  # torch's own format
     single.grad = single.detach().clone()
     torch_opt.step()
     stacked.grad = stacked.detach().clone()
@@ -78,8 +80,6 @@ def test_a_members_state_round_trips_through_torchs_optimizer() -> None:
     torch.testing.assert_close(stacked[1].detach(), single.detach(), rtol=1e-12, atol=1e-12)
 
     again = StackedAdam([stacked.detach().clone()], torch.tensor([0.1, 0.01], dtype=torch.float64))
-    again.load_member_state_dicts(
-        [opt.member_state_dict(i, torch_opt.state_dict()["param_groups"]) for i in range(2)]
-    )
+    again.load_member_state_dicts([opt.member_state_dict(i) for i in range(2)])
     assert again.steps == opt.steps == 4
     torch.testing.assert_close(again.state["exp_avg"][0], opt.state["exp_avg"][0])
