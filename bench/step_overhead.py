@@ -1,100 +1,105 @@
-"""P1 and P2: the cost of a constrained step.
+"""P1 and P2: the cost of a constrained step, with packing off and on.
 
 P1: step time of ``fl``, ``rfl`` and ``alm`` ÷ ``erm`` on the same model and batches (the
     per-sample multipliers of Feasible Learning: one per training sample). Target ≤ 1.05.
 P2: dualtune's FL step ÷ Cooper's FL step (IndexedMultiplier + AlternatingDualPrimalOptimizer,
     SGD dual) on the same problem. Target ≤ 0.8.
 
-Timing: each configuration runs ``--steps`` steps after a warm-up; the configurations are
-interleaved over ``--repeats`` rounds and the median per-step time is kept, so that drift
-on a shared machine hits them all alike. Ratios are taken within one run.
+Packing off is the step an unpacked trial runs (``Trainer.step`` on ``Trainer._observe``);
+packing on is a pack of ``--pack-size`` members (``PackTrainer``, members differing in lr),
+whose step time is divided by the members: the step time per trial. Both run on the real
+tasks (sklearn digits; Fashion-MNIST) with pre-drawn batches, as does Cooper (its own copy
+of the same model, same batches).
+
+Timing: each configuration runs ``--steps`` steps (a pack ``--steps`` ÷ 4: each of its
+steps does K members' work) after a warm-up; the configurations are interleaved over
+``--repeats`` rounds and the median per-step time is kept, so that drift on a shared
+machine hits them all alike. Ratios are taken within one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import cooper
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core.engine.dual_optimizers import GradientAscent
-from core.engine.methods import ALM, ERM, FL, RFL, Method
-from core.engine.multipliers import Multipliers
-from core.engine.observation import ConstraintBatch, Observation
-from core.engine.step import PrimalDualStep
+from core.engine.constraints import Batch
+from core.engine.pack_trainer import PackTrainer
+from core.engine.trainer import Trainer, draw_batches
+from core.spec import TrialConfig, load_spec
+
+METHODS = ("erm", "fl", "rfl", "alm")
+BATCHES = 32
+"""Pre-drawn full batches each configuration cycles through."""
 
 
 @dataclass(frozen=True)
 class Problem:
     name: str
-    n: int
-    features: int
-    hidden: tuple[int, ...]
-    classes: int
+    task: dict[str, Any]
     batch: int
 
 
 PROBLEMS = (
-    Problem("digits-size MLP (n=1,797, 64→64→10, batch 128)", 1797, 64, (64,), 10, 128),
     Problem(
-        "Fashion-MNIST-size MLP (n=60,000, 784→256→256→10, batch 256)",
-        60_000,
-        784,
-        (256, 256),
-        10,
+        "digits MLP (n=1,437, 64→64→10, batch 128)",
+        {"name": "digits", "params": {"hidden": [64]}},
+        128,
+    ),
+    Problem(
+        "Fashion-MNIST MLP (n=60,000, 784→256→256→10, batch 256)",
+        {"name": "fashion_mnist", "params": {"hidden": [256, 256]}},
         256,
     ),
 )
 
 
-def mlp(p: Problem) -> nn.Module:
-    layers: list[nn.Module] = []
-    width = p.features
-    for h in p.hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
-        width = h
-    layers.append(nn.Linear(width, p.classes))
-    return nn.Sequential(*layers)
-
-
-class Setup:
-    def __init__(self, p: Problem, device: torch.device) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(p.n, p.features, generator=g).to(device)
-        self.y = torch.randint(0, p.classes, (p.n,), generator=g).to(device)
-        self.order = torch.randperm(p.n, generator=g).to(device)
-        self.p, self.device = p, device
-        torch.manual_seed(0)
-        self.model = mlp(p).to(device)
-
-    def batch(self, step: int) -> torch.Tensor:
-        start = (step * self.p.batch) % (self.p.n - self.p.batch)
-        return self.order[start : start + self.p.batch]
-
-
-def ours(setup: Setup, method: Method) -> Callable[[int], None]:
-    model = setup.model
-    lam = Multipliers(setup.p.n, device=setup.device)
-    step = PrimalDualStep(
-        method, torch.optim.SGD(model.parameters(), lr=0.01), lam, GradientAscent(0.01)
+def configs(p: Problem, method: str, k: int) -> list[TrialConfig]:
+    """``k`` trials of ``method`` that differ only in lr (ERM reads no ε or dual lr)."""
+    spec = load_spec(
+        {
+            "name": "bench-p1",
+            "task": p.task,
+            "constraint": {"kind": "sample_loss"},
+            "methods": [method],
+            "grid": {
+                "lr": [round(0.01 * (1 + 0.01 * i), 6) for i in range(k)],
+                "epsilon": 0.5,
+                "alpha": 1.0,
+                "rho": 1.0,
+                "dual_lr": 0.01,
+                "seed": 0,
+            },
+            "train": {"batch_size": p.batch, "optimizer": {"name": "sgd", "lr": 0.01}},
+        }
     )
+    return spec.trials()
+
+
+def batches(trainer: Trainer | PackTrainer, size: int) -> list[Batch]:
+    drawn: list[Batch] = []
+    while len(drawn) < BATCHES:
+        for b in draw_batches(trainer.task, trainer.data.train, size, trainer.generator):
+            if b.x.shape[0] == size:
+                drawn.append(b)
+    return drawn[:BATCHES]
+
+
+def engine(trainer: Trainer | PackTrainer, drawn: list[Batch]) -> Callable[[int], None]:
+    """The engine's step as the trainer runs it, on pre-drawn batches."""
 
     def run(i: int) -> None:
-        idx = setup.batch(i)
-
-        def observe() -> Observation:
-            losses = F.cross_entropy(model(setup.x[idx]), setup.y[idx], reduction="none")
-            objective = losses.mean() if method.name == "erm" else losses.new_zeros(())
-            return Observation(objective, losses.mean(), ConstraintBatch(losses, idx))
-
-        step(observe)
+        trainer.step(functools.partial(trainer._observe, drawn[i % len(drawn)]))
 
     return run
 
@@ -119,9 +124,11 @@ class _FL(cooper.ConstrainedMinimizationProblem):
         )
 
 
-def theirs(setup: Setup) -> Callable[[int], None]:
-    model = setup.model
-    cmp = _FL(setup.p.n, setup.device)
+def theirs(trainer: Trainer, drawn: list[Batch]) -> Callable[[int], None]:
+    """Cooper's FL step on its own copy of the trial's model, same batches."""
+    torch.manual_seed(0)
+    model = trainer.task.make_model(trainer.data).to(trainer.device)
+    cmp = _FL(trainer.data.train.n, trainer.device)
     optimizer = cooper.optim.AlternatingDualPrimalOptimizer(
         cmp=cmp,
         primal_optimizers=torch.optim.SGD(model.parameters(), lr=0.01),
@@ -131,21 +138,24 @@ def theirs(setup: Setup) -> Callable[[int], None]:
     )
 
     def run(i: int) -> None:
-        idx = setup.batch(i)
-        optimizer.roll({"model": model, "x": setup.x[idx], "y": setup.y[idx], "idx": idx})
+        b = drawn[i % len(drawn)]
+        optimizer.roll({"model": model, "x": b.x, "y": b.y, "idx": b.index})
 
     return run
 
 
 def measure(
-    runs: dict[str, Callable[[int], None]], steps: int, repeats: int, device: torch.device
+    runs: dict[str, tuple[Callable[[int], None], int]],
+    repeats: int,
+    device: torch.device,
 ) -> dict[str, float]:
+    """Median seconds per step of each ``(run, steps)``."""
     times: dict[str, list[float]] = {k: [] for k in runs}
-    for run in runs.values():
-        for i in range(20):
+    for run, _ in runs.values():
+        for i in range(10):
             run(i)
     for _ in range(repeats):
-        for name, run in runs.items():
+        for name, (run, steps) in runs.items():
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
@@ -157,34 +167,56 @@ def measure(
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def main(argv: list[str] | None = None) -> dict[str, object]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--pack-size", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--problems", default=",".join(str(i) for i in range(len(PROBLEMS))))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    out: dict[str, object] = {"device": str(device), "threads": args.threads, "problems": []}
-    for p in PROBLEMS:
-        methods: dict[str, Method] = {
-            "erm": ERM(),
-            "fl": FL(epsilon=0.5),
-            "rfl": RFL(alpha=1.0, epsilon=0.5),
-            "alm": ALM(rho=1.0, epsilon=0.5),
-        }
-        runs = {name: ours(Setup(p, device), m) for name, m in methods.items()}
-        runs["cooper_fl"] = theirs(Setup(p, device))
-        t = measure(runs, args.steps, args.repeats, device)
+    k = args.pack_size
+    out: dict[str, Any] = {
+        "device": str(device),
+        "threads": args.threads,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "pack_size": k,
+        "problems": [],
+    }
+    for p in (PROBLEMS[int(i)] for i in args.problems.split(",")):
+        runs: dict[str, tuple[Callable[[int], None], int]] = {}
+        drawn: list[Batch] = []
+        for method in METHODS:
+            trials = [
+                c.model_copy(update={"train": c.train.model_copy(update={"device": str(device)})})
+                for c in configs(p, method, k)
+            ]
+            trainer = Trainer(trials[0])
+            drawn = drawn or batches(trainer, p.batch)
+            runs[method] = (engine(trainer, drawn), args.steps)
+            pack = PackTrainer(trials)
+            runs[f"pack_{method}"] = (engine(pack, drawn), max(1, args.steps // 4))
+            if method == "fl":
+                runs["cooper_fl"] = (theirs(trainer, drawn), args.steps)
+        t = measure(runs, args.repeats, device)
+        per_member = {m: t[f"pack_{m}"] / k for m in METHODS}
         row = {
             "problem": p.name,
-            "step_ms": {k: v * 1e3 for k, v in t.items()},
-            "P1": {k: t[k] / t["erm"] for k in ("fl", "rfl", "alm")},
+            "step_ms": {m: t[m] * 1e3 for m in (*METHODS, "cooper_fl")},
+            "pack_step_ms": {m: t[f"pack_{m}"] * 1e3 for m in METHODS},
+            "member_step_ms": {m: v * 1e3 for m, v in per_member.items()},
+            "P1": {m: t[m] / t["erm"] for m in ("fl", "rfl", "alm")},
             "P2": t["fl"] / t["cooper_fl"],
+            "P1_packed": {m: per_member[m] / per_member["erm"] for m in ("fl", "rfl", "alm")},
+            "P2_packed": per_member["fl"] / t["cooper_fl"],
+            "packed_over_unpacked": {m: per_member[m] / t[m] for m in METHODS},
         }
-        out["problems"].append(row)  # type: ignore[attr-defined]
-        print(json.dumps(row, indent=1))
+        out["problems"].append(row)
+        print(json.dumps(row, indent=1), flush=True)
     return out
 
 
