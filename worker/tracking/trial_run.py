@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,10 +75,22 @@ class CompletedRun:
     error: str | None
 
 
+def _always() -> bool:
+    return True
+
+
 @dataclass
 class _Operation:
     description: str
     run: Callable[[MlflowClient, str], object]
+    ready: Callable[[], bool] = _always
+    """Whether the operation can be sent now (its files are written); the queue waits for
+    it, keeping the order, unless the run is being finished."""
+
+
+def _write_splits(per_sample: dict[str, np.ndarray], epoch: int, directory: Path) -> None:
+    for split in ("train", "val"):
+        tables.write_split(per_sample, split, epoch, directory)
 
 
 @dataclass
@@ -102,6 +115,7 @@ class TrialRunLogger:
     _next_try: float = field(init=False, default=0.0)
     _backoff: float = field(init=False, default=1.0)
     _spool: Path = field(init=False)
+    _writer: ThreadPoolExecutor | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._client = ResilientClient(
@@ -135,6 +149,8 @@ class TrialRunLogger:
         assert run_id is not None
         while self._queue:
             op = self._queue[0]
+            if not force and not op.ready():
+                break  # sent at a later flush, in order
             ok, _ = self._client.call(functools.partial(_apply, op, run_id), budget_s=budget_s)
             if not ok:
                 self._failed_attempt()
@@ -216,16 +232,25 @@ class TrialRunLogger:
     def log_per_sample(
         self, epoch: int, per_sample: dict[str, np.ndarray], *, epsilon: float | None
     ) -> None:
-        """``per_sample/{split}_epoch{E:04d}.parquet`` for train and val."""
+        """``per_sample/{split}_epoch{E:04d}.parquet`` for train and val. The files are
+        written on a background thread (pyarrow encodes without the GIL), so training goes
+        on meanwhile; the upload follows in order once they are written."""
         del epsilon
         directory = self._spool / f"per_sample_{epoch:04d}"
         directory.mkdir(exist_ok=True)
-        for split in ("train", "val"):
-            tables.write_split(per_sample, split, epoch, directory)
-        self._enqueue(
-            f"per-sample epoch {epoch}",
-            lambda c, r: c.log_artifacts(r, str(directory), "per_sample"),
-        )
+        # Copies: the arrays may view live training state (the multiplier table).
+        arrays = {k: np.array(v, copy=True) for k, v in per_sample.items()}
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"per-sample-{self.trial_id}")
+        written = self._writer.submit(_write_splits, arrays, epoch, directory)
+
+        def upload(client: MlflowClient, run_id: str) -> None:
+            written.result()
+            client.log_artifacts(run_id, str(directory), "per_sample")
+
+        self._queue.append(_Operation(f"per-sample epoch {epoch}", upload, written.done))
+        self._operations += 1
+        self._flush(budget_s=0.0)
 
     def log_final(
         self,
@@ -263,5 +288,8 @@ class TrialRunLogger:
             failed = ("create run",)
         summary = LoggingSummary(self._operations, failed, self._client.last_error)
         self._queue.clear()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         shutil.rmtree(self._spool, ignore_errors=True)
         return summary
