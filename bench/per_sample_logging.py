@@ -72,20 +72,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from worker.tracking.resilient import ResilientClient
 
         ensure_experiment(ResilientClient(uri), "bench-p5")
-        logger = TrialRunLogger(
-            uri,
-            "bench-p5",
-            sweep_id="bench-p5",
-            trial_id=trials[0].trial_id,
-            method="fl",
-            params=trials[0].flat_params(),
-        )
+
+        def new_logger() -> TrialRunLogger:
+            return TrialRunLogger(
+                uri,
+                "bench-p5",
+                sweep_id="bench-p5",
+                trial_id=trials[0].trial_id,
+                method="fl",
+                params=trials[0].flat_params(),
+            )
+
+        logger = new_logger()
         logger.start()  # creates the run: not part of a logging event
         epochs = iter(range(1, 10_000))
         log_s = _median_s(
             lambda: logger.log_per_sample(next(epochs), per_sample, epsilon=0.1), args.repeats
         )
         logger.finish("FINISHED")  # waits for the background writes
+        logger = new_logger()
         logger.start()
         alone, after_log = [], []
         for _ in range(args.repeats):
