@@ -126,10 +126,17 @@ def _dualtune(
     }
 
 
-def _plain_tune(trials: Sequence[TrialConfig], tmp: Path) -> dict[str, Any]:
+def bare_trial(config: dict[str, Any], *, trials: dict[str, dict[str, Any]]) -> None:
+    """Plain Ray Tune's trial: the same per-trial code (``core.fit``), nothing else."""
     from ray import tune
 
-    from bench.sweep_overhead import bare_trial
+    torch.set_num_threads(1)
+    result = fit(TrialConfig.model_validate(trials[config["trial_id"]]))
+    tune.report({"val/accuracy": result.final["val/accuracy"]})
+
+
+def _plain_tune(trials: Sequence[TrialConfig], tmp: Path) -> dict[str, Any]:
+    from ray import tune
 
     start = time.perf_counter()
     tuner = tune.Tuner(
