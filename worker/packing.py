@@ -30,6 +30,9 @@ AUTO_MAX_PACK = 64
 """``pack: auto`` never puts more members in one pack (the scaling benchmark's range)."""
 MEMORY_SHARE = 0.5
 """The share of a slot's free memory ``pack: auto`` lets a pack's members take."""
+UNMEASURED_MAX_PACK = 8
+"""``pack: auto``'s cap when a GPU worker's free memory could not be measured."""
+PROBE_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -79,20 +82,33 @@ def slots(spec: SweepSpec) -> int:
     return max(1, int(resources.get("CPU", os.cpu_count() or 1) // spec.resources.cpu))
 
 
-def slot_memory(spec: SweepSpec, count: int) -> int:
+def slot_memory(spec: SweepSpec, count: int) -> int | None:
     """Bytes one slot may use: a GPU worker's free memory (measured on a GPU worker by a
-    probe task) times the GPU share, or available RAM divided among the ``count`` slots."""
+    probe task) times the GPU share, or available RAM divided among the ``count`` slots.
+    ``None`` when no GPU worker answered the probe in time (a cluster still scaling up)."""
     if spec.resources.gpu > 0:
         probe = ray.remote(num_gpus=spec.resources.gpu, num_cpus=0)(_free_gpu_bytes)
-        free = int(ray.get(probe.remote(), timeout=600))
+        try:
+            free = int(ray.get(probe.remote(), timeout=PROBE_TIMEOUT_S))
+        except Exception as exc:  # no GPU worker yet, or it failed: pack conservatively
+            log.warning(
+                "could not measure a GPU worker's free memory (%s); packs of at most %d",
+                exc,
+                UNMEASURED_MAX_PACK,
+            )
+            return None
         return int(free * min(1.0, spec.resources.gpu))
     return _mem_available() // count
 
 
-def auto_pack_size(members: int, slot_count: int, memory: int, per_member: int) -> int:
-    """Members per pack for a group of ``members`` trials under ``pack: auto``."""
+def auto_pack_size(members: int, slot_count: int, memory: int | None, per_member: int) -> int:
+    """Members per pack for a group of ``members`` trials under ``pack: auto``
+    (``memory`` ``None``: not measured)."""
     fill = math.ceil(members / slot_count)
-    fit = max(1, int(memory * MEMORY_SHARE) // max(per_member, 1))
+    if memory is None:
+        fit = UNMEASURED_MAX_PACK
+    else:
+        fit = max(1, int(memory * MEMORY_SHARE) // max(per_member, 1))
     return max(1, min(fill, fit, AUTO_MAX_PACK))
 
 
@@ -101,15 +117,14 @@ def plan_units(
     trials: Sequence[TrialConfig],
     *,
     slot_count: Callable[[], int] | None = None,
-    memory: Callable[[int], int] | None = None,
+    memory: Callable[[int], int | None] | None = None,
 ) -> list[Unit]:
     """The Ray trials of a sweep: packs of trials that may train together, and the rest
     one per trial, in expansion order of their first trial."""
     if spec.pack == "off":
         return [Unit(t.trial_id, (t,)) for t in trials]
     units: list[Unit] = []
-    count: int | None = None
-    budget: int | None = None
+    sizing: tuple[int, int | None] | None = None  # slots and a slot's memory, measured once
     for group in pack_groups(trials):
         blocker = load_task(group[0].task.name, group[0].task.params).pack_blocker()
         if len(group) == 1 or blocker is not None:
@@ -118,11 +133,10 @@ def plan_units(
             units.extend(Unit(t.trial_id, (t,)) for t in group)
             continue
         if spec.pack == "auto":
-            if count is None:
+            if sizing is None:
                 count = (slot_count or (lambda: slots(spec)))()
-                budget = (memory or (lambda c: slot_memory(spec, c)))(count)
-            assert budget is not None
-            size = auto_pack_size(len(group), count, budget, member_bytes(group[0]))
+                sizing = (count, (memory or (lambda c: slot_memory(spec, c)))(count))
+            size = auto_pack_size(len(group), *sizing, member_bytes(group[0]))
         else:
             size = int(spec.pack)
         for members in split_group(group, size):

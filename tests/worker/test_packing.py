@@ -43,6 +43,7 @@ def test_auto_keeps_a_pack_within_half_the_memory_of_a_slot() -> None:
     assert auto_pack_size(40, 1, memory=10_000, per_member=1_000) == 5
     assert auto_pack_size(40, 4, memory=10**12, per_member=1) == 10
     assert auto_pack_size(100, 1, memory=10**12, per_member=1) == 64
+    assert auto_pack_size(100, 1, memory=None, per_member=1) == 8  # a GPU probe that failed
 
 
 def test_a_task_that_cannot_pack_runs_its_trials_one_by_one() -> None:
