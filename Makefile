@@ -33,11 +33,15 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow"
 
+# mypy and import-linter read the installed layout (dualtune.core, ...) from the file system,
+# not through the editable install's import hook: tools/package_tree.py lays it out in
+# build/package first (hard links to the sources; mypy's paths point there).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy
-	$(BIN)/lint-imports
+	$(BIN)/python tools/package_tree.py >/dev/null
+	MYPYPATH=build/package $(BIN)/mypy
+	cd build/package && PYTHONPATH=.:../.. ../../$(BIN)/lint-imports ../../pyproject.toml
 
 format: install
 	$(BIN)/ruff format .

@@ -34,14 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from dualtune.core.engine.fit import fit, fit_pack
+from dualtune.core.engine.pack_memory import member_bytes
+from dualtune.core.engine.pack_trainer import PackTrainer
+from dualtune.core.engine.trainer import Trainer
+from dualtune.core.spec import SweepSpec, TrialConfig, load_spec
+from dualtune.core.tasks import load_task
 
 from bench import timers
-from core.engine.fit import fit, fit_pack
-from core.engine.pack_memory import member_bytes
-from core.engine.pack_trainer import PackTrainer
-from core.engine.trainer import Trainer
-from core.spec import SweepSpec, TrialConfig, load_spec
-from core.tasks import load_task
 
 P3_SPEC = Path(__file__).with_name("p3_grid.yaml")
 KS = (1, 2, 4, 8, 16, 32, 64)
@@ -84,7 +84,7 @@ def _dualtune(
     spec: SweepSpec, label: str, tmp: Path, recorder: timers.Recorder | None = None
 ) -> dict[str, Any]:
     """One ``run_sweep``; with ``recorder``, the driver's pieces are timed."""
-    from worker.driver import run_sweep
+    from dualtune.worker.driver import run_sweep
 
     uri = _fresh_tracking(tmp / label)
     grids: list[Any] = []

@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from core.engine.pack_trainer import PackTrainer
-from core.engine.trainer import Trainer
+from dualtune.core.engine.pack_trainer import PackTrainer
+from dualtune.core.engine.trainer import Trainer
 
 TARGET = 0.02
 
@@ -44,12 +43,12 @@ def _median_s(run: Any, repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from dualtune.worker.tracking import TrialRunLogger
+    from dualtune.worker.tracking import per_sample as tables
+    from dualtune.worker.tracking.sweep_run import ensure_experiment
     from mlflow.tracking import MlflowClient
 
     from bench.packing import _moons, _trials
-    from worker.tracking import TrialRunLogger
-    from worker.tracking import per_sample as tables
-    from worker.tracking.sweep_run import ensure_experiment
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=1_000_000)
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
         uri = f"sqlite:///{tmp / 'mlflow.db'}"
-        from worker.tracking.resilient import ResilientClient
+        from dualtune.worker.tracking.resilient import ResilientClient
 
         ensure_experiment(ResilientClient(uri), "bench-p5")
 

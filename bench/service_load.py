@@ -48,7 +48,7 @@ LARGE = {
 
 def _cli(*args: str, env: dict[str, str]) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
+        [sys.executable, "-m", "dualtune.service.cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -74,7 +74,7 @@ class Server:
             [
                 sys.executable,
                 "-m",
-                "service.cli",
+                "dualtune.service.cli",
                 "serve",
                 "--host",
                 "127.0.0.1",

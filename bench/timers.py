@@ -92,9 +92,8 @@ class Recorder:
 
 def driver_targets() -> list[tuple[Any, str, str]]:
     """The sweep driver's pieces outside Tune (``worker.driver`` imports them by name)."""
+    import dualtune.worker.driver as d
     import ray.tune
-
-    import worker.driver as d
 
     return [
         (d, "ResilientClient", "driver: MLflow client"),
@@ -111,15 +110,15 @@ def driver_targets() -> list[tuple[Any, str, str]]:
 
 def _worker_targets(module: ModuleType) -> list[tuple[Any, str, str]]:
     name = module.__name__
-    if name == "worker.pack_trainable":
+    if name == "dualtune.worker.pack_trainable":
         return [
             (module, "run_pack", "trial: run_pack (rest)"),
             (module, "fit_pack", "train: fit_pack loop"),
             (module, "_report", "tune: checkpoint + report"),
         ]
-    if name == "worker.trainable":
+    if name == "dualtune.worker.trainable":
         return [(module, "run_trial", "trial: run_trial (rest)")]
-    if name == "core.engine.pack_trainer":
+    if name == "dualtune.core.engine.pack_trainer":
         c = module.PackTrainer
         return [
             (c, "__init__", "train: build pack (task, model)"),
@@ -127,7 +126,7 @@ def _worker_targets(module: ModuleType) -> list[tuple[Any, str, str]]:
             (c, "evaluate", "train: evaluation"),
             (c, "per_sample", "train: per-sample arrays"),
         ]
-    if name == "worker.tracking.trial_run":
+    if name == "dualtune.worker.tracking.trial_run":
         c = module.TrialRunLogger
         return [
             (c, m, f"mlflow: {m}")
@@ -146,10 +145,10 @@ def _worker_targets(module: ModuleType) -> list[tuple[Any, str, str]]:
 
 
 WATCHED = (
-    "worker.pack_trainable",
-    "worker.trainable",
-    "core.engine.pack_trainer",
-    "worker.tracking.trial_run",
+    "dualtune.worker.pack_trainable",
+    "dualtune.worker.trainable",
+    "dualtune.core.engine.pack_trainer",
+    "dualtune.worker.tracking.trial_run",
 )
 HEAVY = (
     "torch",

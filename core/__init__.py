@@ -10,17 +10,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from core.engine.errors import Diverged
-    from core.engine.fit import fit
-    from core.engine.result import EvalReport, TrialResult
+    from dualtune.core.engine.errors import Diverged
+    from dualtune.core.engine.fit import fit
+    from dualtune.core.engine.result import EvalReport, TrialResult
 
 __all__ = ["Diverged", "EvalReport", "TrialResult", "fit"]
 
 _LAZY = {
-    "fit": "core.engine.fit",
-    "TrialResult": "core.engine.result",
-    "EvalReport": "core.engine.result",
-    "Diverged": "core.engine.errors",
+    "fit": "dualtune.core.engine.fit",
+    "TrialResult": "dualtune.core.engine.result",
+    "EvalReport": "dualtune.core.engine.result",
+    "Diverged": "dualtune.core.engine.errors",
 }
 
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.spec import SweepSpec
+from dualtune.core.spec import SweepSpec
 
 TABLE_METRICS: tuple[str, ...] = (
     "train/loss_mean",

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from core.spec import SweepSpec, load_spec
+from dualtune.core.spec import SweepSpec, load_spec
 
 # Quantile levels of the per-sample train losses kept per trial: evenly spaced up to 0.99,
 # then ever closer to 1, so that the figure resolves the top 1 % down to 1e-5 of the samples.
@@ -35,8 +34,8 @@ def sweep_id_for(spec: SweepSpec) -> str:
 def run_spec(name: str, work_dir: Path, *, fresh: bool = False) -> dict[str, Any]:
     """Run ``examples/reproduce/<name>.yaml`` and return the result record (also written to
     ``<work_dir>/results/<name>.json``)."""
-    from worker.driver import run_sweep
-    from worker.tracking.sweep_run import final_train_losses
+    from dualtune.worker.driver import run_sweep
+    from dualtune.worker.tracking.sweep_run import final_train_losses
 
     spec = load_spec(spec_path(name))
     sweep_id = sweep_id_for(spec)

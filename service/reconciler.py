@@ -16,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from service.api.metrics import ServiceMetrics
-from service.auth import new_worker_token
-from service.db.repository import Repository
-from service.errors import Conflict, ServiceError
-from service.launchers.base import DriverState, Launcher, LaunchRequest
-from service.records import Sweep
+from dualtune.service.api.metrics import ServiceMetrics
+from dualtune.service.auth import new_worker_token
+from dualtune.service.db.repository import Repository
+from dualtune.service.errors import Conflict, ServiceError
+from dualtune.service.launchers.base import DriverState, Launcher, LaunchRequest
+from dualtune.service.records import Sweep
 
 log = logging.getLogger("dualtune.reconciler")
 

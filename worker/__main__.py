@@ -35,15 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     drive.add_argument("--ray-address", default=os.environ.get("DUALTUNE_RAY_ADDRESS"))
     args = parser.parse_args(argv)
     if args.command == "drive":
-        from worker.drive import drive_sweep
+        from dualtune.worker.drive import drive_sweep
 
         return drive_sweep(
             args.service_url, args.sweep_id, storage=args.storage, ray_address=args.ray_address
         )
 
     console = Console(stderr=True)
-    from core.spec import SpecError
-    from worker.sources import SpecFileSource
+    from dualtune.core.spec import SpecError
+    from dualtune.worker.sources import SpecFileSource
 
     try:
         definition = SpecFileSource(args.spec, args.sweep_id).load()
@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     # Imported here: Ray and torch take seconds to import, not worth it for a bad spec.
-    from core.report_table import render_report
-    from worker.driver import run_sweep
-    from worker.tracking import tracking_uri_from_env
+    from dualtune.core.report_table import render_report
+    from dualtune.worker.driver import run_sweep
+    from dualtune.worker.tracking import tracking_uri_from_env
 
     tracking_uri = tracking_uri_from_env()
     spec = definition.spec

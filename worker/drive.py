@@ -12,15 +12,14 @@ import logging
 import os
 from pathlib import Path
 
-from rich.console import Console
-
-from worker.events import TrialEvent
-from worker.service_link import (
+from dualtune.worker.events import TrialEvent
+from dualtune.worker.service_link import (
     WORKER_TOKEN_ENV,
     ServiceEventSink,
     ServiceLink,
     ServiceRejectedError,
 )
+from rich.console import Console
 
 FLUSH_BUDGET_S = float(os.environ.get("DUALTUNE_EVENTS_FLUSH_S", "300"))
 
@@ -40,8 +39,8 @@ def drive_sweep(
     except (ServiceRejectedError, ConnectionError) as exc:
         console.print(f"cannot fetch sweep {sweep_id} from {service_url}: {exc}")
         return 3
-    from worker.driver import run_sweep
-    from worker.tracking import tracking_uri_from_env
+    from dualtune.worker.driver import run_sweep
+    from dualtune.worker.tracking import tracking_uri_from_env
 
     sink = ServiceEventSink(link, sweep.generation)
     console.print(

@@ -16,18 +16,16 @@ from typing import Any
 
 import numpy as np
 import ray
-from ray import tune
-
-from core.reporting import TrialOutcome, build_report
-from core.spec import SweepSpec, TrialConfig
-from worker.callbacks import TrialEvents
-from worker.events import EventSink, NullSink, register_sink
-from worker.pack_trainable import MEMBERS_KEY, member_outcomes, run_unit
-from worker.packing import Unit, plan_units
-from worker.tracking import ensure_experiment, ensure_parent_run, log_sweep_report
-from worker.tracking.resilient import ResilientClient
-from worker.tracking.sweep_run import final_train_losses
-from worker.trainable import (
+from dualtune.core.reporting import TrialOutcome, build_report
+from dualtune.core.spec import SweepSpec, TrialConfig
+from dualtune.worker.callbacks import TrialEvents
+from dualtune.worker.events import EventSink, NullSink, register_sink
+from dualtune.worker.pack_trainable import MEMBERS_KEY, member_outcomes, run_unit
+from dualtune.worker.packing import Unit, plan_units
+from dualtune.worker.tracking import ensure_experiment, ensure_parent_run, log_sweep_report
+from dualtune.worker.tracking.resilient import ResilientClient
+from dualtune.worker.tracking.sweep_run import final_train_losses
+from dualtune.worker.trainable import (
     ERROR_KEY,
     LOGGING_KEY,
     PER_SAMPLE_FILE,
@@ -35,6 +33,7 @@ from worker.trainable import (
     STATUS_KEY,
     TrackingSettings,
 )
+from ray import tune
 
 UNITS_FILE = "dualtune_units.json"
 """The sweep's units (trial id → its pack), kept next to the Tune experiment: a restored

@@ -19,15 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mlflow.tracking import MlflowClient
-from ray import tune
-
-from core.engine.errors import Diverged
-from core.engine.fit import fit_pack
-from core.engine.pack_trainer import PACK_STATE_VERSION
-from core.engine.result import PackEvalReport
-from core.spec import TrialConfig
-from worker.trainable import (
+from dualtune.core.engine.errors import Diverged
+from dualtune.core.engine.fit import fit_pack
+from dualtune.core.engine.pack_trainer import PACK_STATE_VERSION
+from dualtune.core.engine.result import PackEvalReport
+from dualtune.core.spec import TrialConfig
+from dualtune.worker.trainable import (
     ERROR_KEY,
     LOGGING_KEY,
     RUN_ID_KEY,
@@ -38,6 +35,8 @@ from worker.trainable import (
     set_torch_threads,
     trial_logger,
 )
+from mlflow.tracking import MlflowClient
+from ray import tune
 
 MEMBERS_KEY = "dualtune/members"
 MEMBER_DIR = "members"

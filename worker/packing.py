@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ray
-
-from core.engine.pack_memory import member_bytes
-from core.spec import SweepSpec, TrialConfig
-from core.spec.packs import pack_groups, split_group
-from core.tasks import load_task
+from dualtune.core.engine.pack_memory import member_bytes
+from dualtune.core.spec import SweepSpec, TrialConfig
+from dualtune.core.spec.packs import pack_groups, split_group
+from dualtune.core.tasks import load_task
 
 log = logging.getLogger(__name__)
 

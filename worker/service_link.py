@@ -16,10 +16,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
-
-from core.reporting import TrialOutcome
-from core.spec import SweepSpec
-from worker.events import TrialEvent
+from dualtune.core.reporting import TrialOutcome
+from dualtune.core.spec import SweepSpec
+from dualtune.worker.events import TrialEvent
 
 log = logging.getLogger("dualtune.worker.service")
 WORKER_TOKEN_ENV = "DUALTUNE_WORKER_TOKEN"

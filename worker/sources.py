@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from core.spec import SweepSpec, load_spec
+from dualtune.core.spec import SweepSpec, load_spec
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,10 @@ Pure data and pydantic models (no torch): the spec validates against it and the 
 ``GET /catalog`` serves it. Task builders are named by import path and loaded lazily.
 """
 
-from core.catalog.constraints import CONSTRAINT_KINDS, ConstraintKindInfo
-from core.catalog.grid_keys import GRID_KEY_DEFAULTS, GRID_KEYS, GridKeyInfo
-from core.catalog.methods import METHODS, MethodInfo
-from core.catalog.tasks import TASKS, TaskInfo
+from dualtune.core.catalog.constraints import CONSTRAINT_KINDS, ConstraintKindInfo
+from dualtune.core.catalog.grid_keys import GRID_KEY_DEFAULTS, GRID_KEYS, GridKeyInfo
+from dualtune.core.catalog.methods import METHODS, MethodInfo
+from dualtune.core.catalog.tasks import TASKS, TaskInfo
 
 __all__ = [
     "CONSTRAINT_KINDS",

@@ -158,7 +158,7 @@ TASKS: dict[str, TaskInfo] = {
             "sklearn make_moons (512 train / 128 val, noise 0.1), MLP 70-70 as in the FL code",
             "classification",
             TwoMoonsParams,
-            "core.tasks.two_moons:TwoMoons",
+            "dualtune.core.tasks.two_moons:TwoMoons",
             group_attributes=("side",),
         ),
         TaskInfo(
@@ -167,7 +167,7 @@ TASKS: dict[str, TaskInfo] = {
             "readout after every block (resmlp)",
             "classification",
             DigitsParams,
-            "core.tasks.digits:Digits",
+            "dualtune.core.tasks.digits:Digits",
             constraint_kinds=(
                 "sample_loss",
                 "group_rate",
@@ -183,7 +183,7 @@ TASKS: dict[str, TaskInfo] = {
             "1 − y_i f(x_i) ≤ 0: a hard-margin SVM",
             "classification",
             IrisSvmParams,
-            "core.tasks.iris_svm:IrisSvm",
+            "dualtune.core.tasks.iris_svm:IrisSvm",
             has_objective=True,
         ),
         TaskInfo(
@@ -192,7 +192,7 @@ TASKS: dict[str, TaskInfo] = {
             "(the Feasible Learning toy)",
             "regression",
             PolyfitParams,
-            "core.tasks.polyfit:Polyfit",
+            "dualtune.core.tasks.polyfit:Polyfit",
         ),
         TaskInfo(
             "fashion_mnist",
@@ -200,7 +200,7 @@ TASKS: dict[str, TaskInfo] = {
             "Debian's dataset-fashion-mnist; MLP or small CNN",
             "classification",
             FashionMnistParams,
-            "core.tasks.fashion_mnist:FashionMnist",
+            "dualtune.core.tasks.fashion_mnist:FashionMnist",
         ),
         TaskInfo(
             "cifar10",
@@ -217,7 +217,7 @@ TASKS: dict[str, TaskInfo] = {
             "standardised features; logistic regression or MLP",
             "classification",
             AdultParams,
-            "core.tasks.adult:Adult",
+            "dualtune.core.tasks.adult:Adult",
             group_attributes=("sex", "race"),
         ),
         TaskInfo(
@@ -226,7 +226,7 @@ TASKS: dict[str, TaskInfo] = {
             "70/30 stratified split); logistic regression or MLP",
             "classification",
             CompasParams,
-            "core.tasks.compas:Compas",
+            "dualtune.core.tasks.compas:Compas",
             group_attributes=("race", "sex"),
         ),
         TaskInfo(
@@ -235,7 +235,7 @@ TASKS: dict[str, TaskInfo] = {
             "regression; linear model or MLP",
             "regression",
             CpsWagesParams,
-            "core.tasks.cps_wages:CpsWages",
+            "dualtune.core.tasks.cps_wages:CpsWages",
             group_attributes=("ethnicity",),
         ),
         TaskInfo(
@@ -244,7 +244,7 @@ TASKS: dict[str, TaskInfo] = {
             "(β = 30): tanh MLP 4×50, residuals of IC, BC and PDE as equality constraints",
             "regression",
             ConvectionParams,
-            "core.tasks.convection:Convection",
+            "dualtune.core.tasks.convection:Convection",
             constraint_kinds=("pinn_residual",),
             extra_metrics=("rel_l2",),
         ),

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
-
-from core.catalog import METHODS
-from core.engine.constraints import (
+from dualtune.core.catalog import METHODS
+from dualtune.core.engine.constraints import (
     ClassLoss,
     ConstraintKind,
     GroupRate,
@@ -17,10 +15,11 @@ from core.engine.constraints import (
     WeightNorm,
     readout_model,
 )
-from core.engine.dual_optimizers import DualOptimizer, GradientAscent, NuPI
-from core.engine.methods import ALM, CSERM, ERM, FL, RFL, SAL, Method, Penalty
-from core.spec import TrialConfig
-from core.tasks.base import Dataset
+from dualtune.core.engine.dual_optimizers import DualOptimizer, GradientAscent, NuPI
+from dualtune.core.engine.methods import ALM, CSERM, ERM, FL, RFL, SAL, Method, Penalty
+from dualtune.core.spec import TrialConfig
+from dualtune.core.tasks.base import Dataset
+from torch import nn
 
 
 def resolve_device(name: str) -> torch.device:

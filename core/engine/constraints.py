@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import torch
+from dualtune.core.engine.forward import forward_split
+from dualtune.core.engine.observation import ConstraintBatch
+from dualtune.core.tasks.base import Split, Task
 from torch import Tensor, nn
-
-from core.engine.forward import forward_split
-from core.engine.observation import ConstraintBatch
-from core.tasks.base import Split, Task
 
 
 @dataclass(frozen=True)

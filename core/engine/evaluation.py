@@ -10,12 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from dualtune.core.engine.constraints import ConstraintKind, GroupRate
+from dualtune.core.engine.forward import forward_split
+from dualtune.core.metrics import tail
+from dualtune.core.tasks.base import Dataset, Split, Task
 from torch import Tensor, nn
-
-from core.engine.constraints import ConstraintKind, GroupRate
-from core.engine.forward import forward_split
-from core.metrics import tail
-from core.tasks.base import Dataset, Split, Task
 
 
 @dataclass(frozen=True)

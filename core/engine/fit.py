@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from core.engine.pack_trainer import PackTrainer
-from core.engine.result import (
+from dualtune.core.engine.pack_trainer import PackTrainer
+from dualtune.core.engine.result import (
     EvalReport,
     PackEvalReport,
     PackReporter,
@@ -14,8 +14,8 @@ from core.engine.result import (
     Reporter,
     TrialResult,
 )
-from core.engine.trainer import Trainer
-from core.spec import TrialConfig
+from dualtune.core.engine.trainer import Trainer
+from dualtune.core.spec import TrialConfig
 
 
 def fit(

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
+from dualtune.core.engine.build import build_constraint_kind
+from dualtune.core.spec import TrialConfig
+from dualtune.core.tasks import load_task
 from torch import Tensor, nn
-
-from core.engine.build import build_constraint_kind
-from core.spec import TrialConfig
-from core.tasks import load_task
 
 OPTIMIZER_STATES = {"adam": 2, "adamw": 2}
 """Per-parameter state tensors of each primal optimizer (SGD: 1 with momentum, else 0)."""

@@ -24,29 +24,33 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-from torch.func import functional_call, vmap
-
-from core.engine.build import (
+from dualtune.core.engine.build import (
     build_constraint_kind,
     build_dual_optimizer,
     build_method,
     constraint_epsilon,
     resolve_device,
 )
-from core.engine.constraints import Batch, ConstraintKind
-from core.engine.dual_optimizers import stack_dual_optimizers
-from core.engine.errors import Diverged
-from core.engine.evaluation import SplitEvaluation, epoch_timing, evaluate_trial, per_sample_arrays
-from core.engine.methods import stack_methods
-from core.engine.multipliers import Multipliers
-from core.engine.observation import ConstraintBatch, Observation
-from core.engine.stacked_optimizers import stacked_optimizer
-from core.engine.step import PrimalDualStep
-from core.engine.trainer import STATE_VERSION, draw_batches
-from core.spec import TrialConfig
-from core.spec.packs import pack_key
-from core.tasks import Task, load_task
+from dualtune.core.engine.constraints import Batch, ConstraintKind
+from dualtune.core.engine.dual_optimizers import stack_dual_optimizers
+from dualtune.core.engine.errors import Diverged
+from dualtune.core.engine.evaluation import (
+    SplitEvaluation,
+    epoch_timing,
+    evaluate_trial,
+    per_sample_arrays,
+)
+from dualtune.core.engine.methods import stack_methods
+from dualtune.core.engine.multipliers import Multipliers
+from dualtune.core.engine.observation import ConstraintBatch, Observation
+from dualtune.core.engine.stacked_optimizers import stacked_optimizer
+from dualtune.core.engine.step import PrimalDualStep
+from dualtune.core.engine.trainer import STATE_VERSION, draw_batches
+from dualtune.core.spec import TrialConfig
+from dualtune.core.spec.packs import pack_key
+from dualtune.core.tasks import Task, load_task
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
 
 PACK_STATE_VERSION = 1
 

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from core.engine.errors import Diverged
-    from core.engine.pack_trainer import PackTrainer
-    from core.engine.trainer import Trainer
+    from dualtune.core.engine.errors import Diverged
+    from dualtune.core.engine.pack_trainer import PackTrainer
+    from dualtune.core.engine.trainer import Trainer
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import torch
+from dualtune.core.engine.dual_optimizers import DualOptimizer
+from dualtune.core.engine.methods import Method
+from dualtune.core.engine.multipliers import Multipliers
+from dualtune.core.engine.observation import ConstraintBatch, Observation
 from torch import Tensor
-
-from core.engine.dual_optimizers import DualOptimizer
-from core.engine.methods import Method
-from core.engine.multipliers import Multipliers
-from core.engine.observation import ConstraintBatch, Observation
 
 Scheme = Literal["alternating_dual_first", "alternating_primal_first", "simultaneous"]
 SCHEMES: tuple[Scheme, ...] = (

@@ -9,9 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
-
-from core.engine.build import (
+from dualtune.core.engine.build import (
     build_constraint_kind,
     build_dual_optimizer,
     build_method,
@@ -19,19 +17,20 @@ from core.engine.build import (
     constraint_epsilon,
     resolve_device,
 )
-from core.engine.constraints import Batch
-from core.engine.errors import Diverged
-from core.engine.evaluation import (
+from dualtune.core.engine.constraints import Batch
+from dualtune.core.engine.errors import Diverged
+from dualtune.core.engine.evaluation import (
     SplitEvaluation,
     epoch_timing,
     evaluate_trial,
     per_sample_arrays,
 )
-from core.engine.multipliers import Multipliers
-from core.engine.observation import Observation
-from core.engine.step import PrimalDualStep
-from core.spec import TrialConfig
-from core.tasks import Split, Task, load_task
+from dualtune.core.engine.multipliers import Multipliers
+from dualtune.core.engine.observation import Observation
+from dualtune.core.engine.step import PrimalDualStep
+from dualtune.core.spec import TrialConfig
+from dualtune.core.tasks import Split, Task, load_task
+from torch import Tensor
 
 STATE_VERSION = 1
 

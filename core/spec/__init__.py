@@ -1,9 +1,9 @@
 """The sweep spec (ARCHITECTURE §3.1): pure pydantic, importable without torch."""
 
-from core.spec.errors import SpecError
-from core.spec.loading import load_spec
-from core.spec.metric_names import METRIC_NAMES, metric_names_for
-from core.spec.sections import (
+from dualtune.core.spec.errors import SpecError
+from dualtune.core.spec.loading import load_spec
+from dualtune.core.spec.metric_names import METRIC_NAMES, metric_names_for
+from dualtune.core.spec.sections import (
     Bound,
     ClassLossConstraint,
     Dual,
@@ -20,8 +20,8 @@ from core.spec.sections import (
     Train,
     WeightNormConstraint,
 )
-from core.spec.sweep import SweepSpec
-from core.spec.trial import TrialConfig
+from dualtune.core.spec.sweep import SweepSpec
+from dualtune.core.spec.trial import TrialConfig
 
 __all__ = [
     "METRIC_NAMES",

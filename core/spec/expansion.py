@@ -8,10 +8,10 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from core.catalog import METHODS
+from dualtune.core.catalog import METHODS
 
 if TYPE_CHECKING:
-    from core.spec.sweep import SweepSpec
+    from dualtune.core.spec.sweep import SweepSpec
 
 
 def trial_id(method: str, params: Mapping[str, float | int]) -> str:

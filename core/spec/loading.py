@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from dualtune.core.spec.errors import SpecError
+from dualtune.core.spec.sweep import SweepSpec
 from pydantic import ValidationError
-
-from core.spec.errors import SpecError
-from core.spec.sweep import SweepSpec
 
 
 def _parse(text: str, origin: str) -> Any:

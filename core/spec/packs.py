@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from core.spec.trial import TrialConfig
+from dualtune.core.spec.trial import TrialConfig
 
 PER_MEMBER_KEYS = frozenset(
     {"epsilon", "alpha", "dual_lr", "rho", "rho_growth", "rho_max", "penalty", "kp", "nu", "lr"}

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from core.catalog import CONSTRAINT_KINDS, METHODS, TASKS
-from core.spec.errors import field_errors
-from core.spec.expansion import count_trials, method_points, trial_id
-from core.spec.metric_names import metric_names_for
-from core.spec.sections import (
+from dualtune.core.catalog import CONSTRAINT_KINDS, METHODS, TASKS
+from dualtune.core.spec.errors import field_errors
+from dualtune.core.spec.expansion import count_trials, method_points, trial_id
+from dualtune.core.spec.metric_names import metric_names_for
+from dualtune.core.spec.sections import (
     Constraint,
     Dual,
     Grid,
@@ -21,7 +19,8 @@ from core.spec.sections import (
     TaskRef,
     Train,
 )
-from core.spec.trial import TrialConfig
+from dualtune.core.spec.trial import TrialConfig
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Pack = Literal["auto", "off"] | Annotated[int, Field(ge=1)]
 

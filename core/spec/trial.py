@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from dualtune.core.catalog import GRID_KEY_DEFAULTS, METHODS
+from dualtune.core.spec.errors import field_errors
+from dualtune.core.spec.sections import (
+    Constraint,
+    Dual,
+    Limits,
+    Logging,
+    Resources,
+    TaskRef,
+    Train,
+)
 from pydantic import BaseModel, ConfigDict, model_validator
-
-from core.catalog import GRID_KEY_DEFAULTS, METHODS
-from core.spec.errors import field_errors
-from core.spec.sections import Constraint, Dual, Limits, Logging, Resources, TaskRef, Train
 
 
 class TrialConfig(BaseModel):

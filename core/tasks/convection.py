@@ -24,11 +24,10 @@ import math
 
 import numpy as np
 import torch
+from dualtune.core.catalog.tasks import ConvectionParams
+from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
+from dualtune.core.tasks.models import as_tensor, mlp
 from torch import Tensor, nn
-
-from core.catalog.tasks import ConvectionParams
-from core.tasks.base import Dataset, Split, Task, cached_by_params
-from core.tasks.models import as_tensor, mlp
 
 LENGTH = 2 * math.pi
 DURATION = 1.0

@@ -4,14 +4,13 @@ or a residual MLP with a readout after every block (``model: resmlp``)."""
 from __future__ import annotations
 
 import torch
+from dualtune.core.catalog.tasks import DigitsParams
+from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
+from dualtune.core.tasks.models import as_tensor, mlp
+from dualtune.core.tasks.readout_models import ReadoutMLP
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
-
-from core.catalog.tasks import DigitsParams
-from core.tasks.base import Dataset, Split, Task, cached_by_params
-from core.tasks.models import as_tensor, mlp
-from core.tasks.readout_models import ReadoutMLP
 
 
 @cached_by_params

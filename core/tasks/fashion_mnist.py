@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from dualtune.core.catalog.tasks import FashionMnistParams
+from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
+from dualtune.core.tasks.models import as_tensor
+from dualtune.core.tasks.tabular import subset_pair
+from dualtune.core.tasks.vision_models import image_mlp, small_cnn
 from torch import nn
-
-from core.catalog.tasks import FashionMnistParams
-from core.tasks.base import Dataset, Split, Task, cached_by_params
-from core.tasks.models import as_tensor
-from core.tasks.tabular import subset_pair
-from core.tasks.vision_models import image_mlp, small_cnn
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -6,8 +6,8 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from core.catalog import TASKS
-from core.tasks.base import Task
+from dualtune.core.catalog import TASKS
+from dualtune.core.tasks.base import Task
 
 
 def load_task(name: str, params: Mapping[str, Any]) -> Task:

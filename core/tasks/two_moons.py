@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
+from dualtune.core.catalog.tasks import TwoMoonsParams
+from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
+from dualtune.core.tasks.models import as_tensor, mlp
 from sklearn.datasets import make_moons
 from torch import nn
-
-from core.catalog.tasks import TwoMoonsParams
-from core.tasks.base import Dataset, Split, Task, cached_by_params
-from core.tasks.models import as_tensor, mlp
 
 
 @cached_by_params

@@ -7,20 +7,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from dualtune.service.api.errors import install_error_handlers
+from dualtune.service.api.metrics import ServiceMetrics
+from dualtune.service.api.middleware import BodyLimit, RequestMetrics
+from dualtune.service.api.routes import meta, sweeps, worker
+from dualtune.service.api.tenant_cache import TenantCache
+from dualtune.service.db.engine import make_engine
+from dualtune.service.db.migrate import check_schema
+from dualtune.service.db.repository import Repository
+from dualtune.service.launchers import FakeLauncher, Launcher, LocalLauncher, RayJobsLauncher
+from dualtune.service.reconciler import Reconciler, default_replica_id
+from dualtune.service.settings import Settings
 from fastapi import FastAPI
 from sqlalchemy import Engine
-
-from service.api.errors import install_error_handlers
-from service.api.metrics import ServiceMetrics
-from service.api.middleware import BodyLimit, RequestMetrics
-from service.api.routes import meta, sweeps, worker
-from service.api.tenant_cache import TenantCache
-from service.db.engine import make_engine
-from service.db.migrate import check_schema
-from service.db.repository import Repository
-from service.launchers import FakeLauncher, Launcher, LocalLauncher, RayJobsLauncher
-from service.reconciler import Reconciler, default_replica_id
-from service.settings import Settings
 
 
 def make_launcher(settings: Settings) -> Launcher:

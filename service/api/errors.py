@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from dualtune.service.errors import ServiceError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
-
-from service.errors import ServiceError
 
 log = logging.getLogger("dualtune.api")
 

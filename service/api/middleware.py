@@ -7,9 +7,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from dualtune.service.api.metrics import ServiceMetrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from service.api.metrics import ServiceMetrics
 
 
 class RequestMetrics:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from dualtune.service.records import Sweep, Trial
 from pydantic import BaseModel, ConfigDict, Field
-
-from service.records import Sweep, Trial
 
 SweepStatus = Literal[
     "pending", "launching", "running", "cancelling", "succeeded", "failed", "cancelled"

@@ -7,10 +7,9 @@ from __future__ import annotations
 import hashlib
 import time
 
+from dualtune.service.db.repository import Repository
+from dualtune.service.records import Tenant
 from starlette.concurrency import run_in_threadpool
-
-from service.db.repository import Repository
-from service.records import Tenant
 
 
 class TenantCache:

@@ -1,7 +1,7 @@
 """The ``dualtune`` command line (ARCHITECTURE §3.7)."""
 
-from service.cli import client_commands, server_commands, spec_commands
-from service.cli.console import app
+from dualtune.service.cli import client_commands, server_commands, spec_commands
+from dualtune.service.cli.console import app
 
 __all__ = ["app", "client_commands", "main", "server_commands", "spec_commands"]
 

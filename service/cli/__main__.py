@@ -1,5 +1,5 @@
 """``python -m service.cli``: the same commands as the ``dualtune`` script."""
 
-from service.cli import main
+from dualtune.service.cli import main
 
 main()

@@ -17,17 +17,16 @@ from typing import Annotated
 
 import psutil
 import typer
-
-from core.spec import SpecError, load_spec
-from service.cli.client_commands import wait_and_report
-from service.cli.console import app, console, fail
-from service.client import ClientError, ServiceClient
-from service.db.engine import make_engine
-from service.db.migrate import current_revision, head_revision, upgrade
-from service.db.repository import Repository
-from service.errors import ServiceError, Unauthorized
-from service.settings import Settings
-from service.usecases.tokens import create_token, list_tokens, revoke_token
+from dualtune.core.spec import SpecError, load_spec
+from dualtune.service.cli.client_commands import wait_and_report
+from dualtune.service.cli.console import app, console, fail
+from dualtune.service.client import ClientError, ServiceClient
+from dualtune.service.db.engine import make_engine
+from dualtune.service.db.migrate import current_revision, head_revision, upgrade
+from dualtune.service.db.repository import Repository
+from dualtune.service.errors import ServiceError, Unauthorized
+from dualtune.service.settings import Settings
+from dualtune.service.usecases.tokens import create_token, list_tokens, revoke_token
 
 db_app = typer.Typer(help="The service's database.", no_args_is_help=True)
 token_app = typer.Typer(help="Tenant tokens.", no_args_is_help=True)
@@ -192,8 +191,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def _serve(settings: Settings, host: str) -> None:
     import uvicorn
-
-    from service.api.app import create_app
+    from dualtune.service.api.app import create_app
 
     try:
         application = create_app(settings)
@@ -251,15 +249,14 @@ def serve(
         _serve(settings, host)
         return
     import uvicorn
-
-    from service.api.app import create_app
+    from dualtune.service.api.app import create_app
 
     try:  # fail here, once, with the message, rather than in every worker
         create_app(settings, reconcile=False)
     except (ServiceError, ValueError) as exc:
         raise fail(getattr(exc, "message", str(exc))) from None
     uvicorn.run(
-        "service.api.app:app_from_env",
+        "dualtune.service.api.app:app_from_env",
         factory=True,
         host=host,
         port=settings.port,
@@ -287,7 +284,7 @@ def _start_stack(settings: Settings, port: int, mlflow_port: int) -> subprocess.
             [
                 sys.executable,
                 "-m",
-                "service.cli",
+                "dualtune.service.cli",
                 "up",
                 "--data-dir",
                 str(settings.data_dir),

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from dualtune.core.catalog import CONSTRAINT_KINDS, METHODS, TASKS
+from dualtune.core.spec import SpecError, SweepSpec, load_spec
+from dualtune.service.cli.console import app, console, errors
 from rich.table import Table
-
-from core.catalog import CONSTRAINT_KINDS, METHODS, TASKS
-from core.spec import SpecError, SweepSpec, load_spec
-from service.cli.console import app, console, errors
 
 SpecPath = Annotated[Path, typer.Argument(help="sweep spec (YAML or JSON)")]
 
@@ -89,7 +88,7 @@ def run(
 ) -> None:
     """Run one sweep on local Ray and local MLflow, without the service."""
     _load(spec)  # fail fast, here, on a bad spec
-    command = [sys.executable, "-m", "worker", "run", str(spec)]
+    command = [sys.executable, "-m", "dualtune.worker", "run", str(spec)]
     if storage is not None:
         command += ["--storage", str(storage)]
     if sweep_id is not None:

@@ -14,13 +14,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, Engine, func, insert, or_, select, text, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
-
-from service.db.rows import IdempotencyRow, SweepRow, TenantRow, TokenRow, TrialRow
-from service.errors import Conflict, InvalidInput, NotFound, Unauthorized, Unavailable
-from service.records import (
+from dualtune.service.db.rows import IdempotencyRow, SweepRow, TenantRow, TokenRow, TrialRow
+from dualtune.service.errors import Conflict, InvalidInput, NotFound, Unauthorized, Unavailable
+from dualtune.service.records import (
     SWEEP_ACTIVE,
     SWEEP_FINAL,
     TRIAL_FINAL,
@@ -33,6 +29,9 @@ from service.records import (
     TrialUpdate,
     WorkerView,
 )
+from sqlalchemy import CursorResult, Engine, func, insert, or_, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 
 def utcnow() -> datetime:

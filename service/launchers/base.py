@@ -42,7 +42,7 @@ def driver_command(request: LaunchRequest, python: str = "python") -> list[str]:
     return [
         python,
         "-m",
-        "worker",
+        "dualtune.worker",
         "drive",
         "--service-url",
         request.service_url,

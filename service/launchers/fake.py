@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from service.errors import LauncherError, Unavailable
-from service.launchers.base import DriverState, LaunchRequest
+from dualtune.service.errors import LauncherError, Unavailable
+from dualtune.service.launchers.base import DriverState, LaunchRequest
 
 
 @dataclass

@@ -15,9 +15,13 @@ import time
 from pathlib import Path
 
 import psutil
-
-from service.errors import LauncherError, Unavailable
-from service.launchers.base import WORKER_TOKEN_ENV, DriverState, LaunchRequest, driver_command
+from dualtune.service.errors import LauncherError, Unavailable
+from dualtune.service.launchers.base import (
+    WORKER_TOKEN_ENV,
+    DriverState,
+    LaunchRequest,
+    driver_command,
+)
 
 STOP_GRACE_S = 15.0
 

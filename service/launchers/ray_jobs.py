@@ -13,8 +13,13 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from service.errors import LauncherError, Unavailable
-from service.launchers.base import WORKER_TOKEN_ENV, DriverState, LaunchRequest, driver_command
+from dualtune.service.errors import LauncherError, Unavailable
+from dualtune.service.launchers.base import (
+    WORKER_TOKEN_ENV,
+    DriverState,
+    LaunchRequest,
+    driver_command,
+)
 
 
 def default_ray_token() -> str | None:

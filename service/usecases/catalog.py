@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from core.catalog import CONSTRAINT_KINDS, GRID_KEYS, METHODS, TASKS
+from dualtune.core.catalog import CONSTRAINT_KINDS, GRID_KEYS, METHODS, TASKS
 
 
 @cache  # the catalog is code: it changes only with a new release

@@ -6,13 +6,13 @@ import hashlib
 import json
 from typing import Any
 
-from core.reporting import TrialOutcome, build_report
-from core.spec import SpecError, SweepSpec, load_spec
-from service.auth import new_sweep_id
-from service.db.repository import Repository
-from service.errors import InvalidInput, NotFound
-from service.launchers.base import Launcher
-from service.records import NewTrial, Page, Sweep, Tenant, Trial
+from dualtune.core.reporting import TrialOutcome, build_report
+from dualtune.core.spec import SpecError, SweepSpec, load_spec
+from dualtune.service.auth import new_sweep_id
+from dualtune.service.db.repository import Repository
+from dualtune.service.errors import InvalidInput, NotFound
+from dualtune.service.launchers.base import Launcher
+from dualtune.service.records import NewTrial, Page, Sweep, Tenant, Trial
 
 
 def validate_spec(raw: Any) -> SweepSpec:

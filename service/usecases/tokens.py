@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from service.auth import new_tenant_token
-from service.db.repository import Repository
-from service.errors import InvalidInput, NotFound
-from service.records import Tenant
+from dualtune.service.auth import new_tenant_token
+from dualtune.service.db.repository import Repository
+from dualtune.service.errors import InvalidInput, NotFound
+from dualtune.service.records import Tenant
 
 
 def create_token(repo: Repository, tenant_name: str) -> tuple[Tenant, str]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from service.db.repository import Repository
-from service.records import TrialUpdate, WorkerView
+from dualtune.service.db.repository import Repository
+from dualtune.service.records import TrialUpdate, WorkerView
 
 
 def worker_view(repo: Repository, sweep_id: str, token: str) -> WorkerView:

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dualtune.service.db.engine import make_engine
+from dualtune.service.db.migrate import check_schema, current_revision, upgrade
 from sqlalchemy import create_engine, text
 
-from service.db.engine import make_engine
-from service.db.migrate import check_schema, current_revision, upgrade
 from tests.deploy.chart import containers, render_profile
 
 PG_SERVER = os.environ.get("DUALTUNE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -173,7 +173,7 @@ def test_replicas_starting_together_all_migrate_cleanly(empty_postgres: str) -> 
 )
 def test_cli_takes_the_arguments_the_chart_passes(command: list[str], options: list[str]) -> None:
     helped = subprocess.run(
-        [sys.executable, "-m", "service.cli", *command, "--help"],
+        [sys.executable, "-m", "dualtune.service.cli", *command, "--help"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -12,17 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dualtune.service.api.app import create_app
+from dualtune.service.auth import new_tenant_token
+from dualtune.service.db.engine import make_engine
+from dualtune.service.db.migrate import upgrade
+from dualtune.service.db.repository import Repository
+from dualtune.service.launchers import FakeLauncher
+from dualtune.service.records import Tenant
+from dualtune.service.settings import Settings
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
-
-from service.api.app import create_app
-from service.auth import new_tenant_token
-from service.db.engine import make_engine
-from service.db.migrate import upgrade
-from service.db.repository import Repository
-from service.launchers import FakeLauncher
-from service.records import Tenant
-from service.settings import Settings
 
 PG_SERVER = os.environ.get("DUALTUNE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -44,7 +44,7 @@ class Stack:
             [
                 sys.executable,
                 "-m",
-                "service.cli",
+                "dualtune.service.cli",
                 "up",
                 "--no-ui",
                 "--data-dir",

@@ -5,9 +5,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from dualtune.service.cli import app
 from typer.testing import CliRunner
-
-from service.cli import app
 
 runner = CliRunner()
 
@@ -55,7 +54,7 @@ def test_the_worker_entry_point_rejects_a_bad_spec_before_starting_ray(tmp_path:
     spec = tmp_path / "bad.yaml"
     spec.write_text("name: bad\ntask: {name: mnist}\nconstraint: {kind: sample_loss}\n")
     done = subprocess.run(
-        [sys.executable, "-m", "worker", "run", str(spec)],
+        [sys.executable, "-m", "dualtune.worker", "run", str(spec)],
         capture_output=True,
         text=True,
         timeout=120,

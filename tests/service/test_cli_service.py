@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dualtune.service.api.app import create_app
+from dualtune.service.cli import app
+from dualtune.service.db.engine import make_engine
+from dualtune.service.launchers import FakeLauncher
+from dualtune.service.settings import Settings
 from typer.testing import CliRunner
 
-from service.api.app import create_app
-from service.cli import app
-from service.db.engine import make_engine
-from service.launchers import FakeLauncher
-from service.settings import Settings
 from tests.service.api.helpers import small_spec
 from tests.service.stack import ThreadedServer, free_port
 
@@ -137,9 +137,9 @@ def test_tokens_are_listed_by_prefix_and_revoked(
 
 
 def test_ensure_local_token_writes_a_private_file_once(data_dir: Path) -> None:
-    from service.cli.server_commands import ensure_local_token
-    from service.db.migrate import upgrade
-    from service.db.repository import Repository
+    from dualtune.service.cli.server_commands import ensure_local_token
+    from dualtune.service.db.migrate import upgrade
+    from dualtune.service.db.repository import Repository
 
     engine = make_engine(f"sqlite:///{data_dir / 'dualtune.db'}")
     upgrade(engine)

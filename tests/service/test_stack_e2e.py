@@ -194,7 +194,7 @@ def test_demo_runs_a_sweep_through_the_embedded_stack_and_stops_it(tmp_path: Pat
         [
             sys.executable,
             "-m",
-            "service.cli",
+            "dualtune.service.cli",
             "demo",
             "--data-dir",
             str(data_dir),

@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 import ray
-
-from core.spec import SweepSpec
+from dualtune.core.spec import SweepSpec
 
 
 @pytest.fixture(scope="module")

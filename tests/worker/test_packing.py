@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from core.spec import SweepSpec
-from worker.packing import auto_pack_size, plan_units
+from dualtune.core.spec import SweepSpec
+from dualtune.worker.packing import auto_pack_size, plan_units
 
 GIB = 1 << 30
 

@@ -9,21 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dualtune.core.spec import load_spec
+from dualtune.service.api.app import create_app
+from dualtune.service.db.engine import make_engine
+from dualtune.service.db.migrate import upgrade
+from dualtune.service.db.repository import Repository
+from dualtune.service.launchers import FakeLauncher
+from dualtune.service.records import NewTrial, Tenant
+from dualtune.service.settings import Settings
+from dualtune.worker.events import TrialEvent
+from dualtune.worker.service_link import ServiceEventSink, ServiceLink, ServiceRejectedError
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from core.spec import load_spec
-from service.api.app import create_app
-from service.db.engine import make_engine
-from service.db.migrate import upgrade
-from service.db.repository import Repository
-from service.launchers import FakeLauncher
-from service.records import NewTrial, Tenant
-from service.settings import Settings
 from tests.service.stack import ThreadedServer as Server
 from tests.service.stack import free_port
-from worker.events import TrialEvent
-from worker.service_link import ServiceEventSink, ServiceLink, ServiceRejectedError
 
 
 def _launched_sweep(

@@ -16,10 +16,10 @@ import psutil
 import pytest
 import torch
 import yaml
+from dualtune.worker.driver import run_sweep
 from mlflow.tracking import MlflowClient
 
-import core
-from worker.driver import run_sweep
+from dualtune import core
 
 from .conftest import small_spec
 
@@ -237,7 +237,7 @@ def test_a_killed_driver_started_again_finishes_without_rerunning_finished_trial
     command = [
         sys.executable,
         "-m",
-        "worker",
+        "dualtune.worker",
         "run",
         str(spec_path),
         "--sweep-id",

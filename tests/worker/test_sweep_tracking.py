@@ -7,11 +7,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from dualtune.worker.driver import run_sweep
 from matplotlib import image
 from mlflow.tracking import MlflowClient
 
-import core
-from worker.driver import run_sweep
+from dualtune import core
 
 from .conftest import small_spec
 

@@ -1,8 +1,12 @@
 """MLflow tracking laid out as ARCHITECTURE §3.5, resilient to tracking-server outages."""
 
-from worker.tracking.resilient import ResilientClient, tracking_uri_from_env
-from worker.tracking.sweep_run import ensure_experiment, ensure_parent_run, log_sweep_report
-from worker.tracking.trial_run import LoggingSummary, TrialRunLogger
+from dualtune.worker.tracking.resilient import ResilientClient, tracking_uri_from_env
+from dualtune.worker.tracking.sweep_run import (
+    ensure_experiment,
+    ensure_parent_run,
+    log_sweep_report,
+)
+from dualtune.worker.tracking.trial_run import LoggingSummary, TrialRunLogger
 
 __all__ = [
     "LoggingSummary",

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from dualtune.service.api.deps import CurrentTenant
+from dualtune.service.api.schemas import CatalogPublic, ErrorPublic
+from dualtune.service.usecases.catalog import catalog
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from service.api.deps import CurrentTenant
-from service.api.schemas import CatalogPublic, ErrorPublic
-from service.usecases.catalog import catalog
 
 router = APIRouter()
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
-from fastapi.responses import PlainTextResponse
-
-from service.api.deps import AppSettings, CurrentTenant, Repo
-from service.api.schemas import (
+from dualtune.service.api.deps import AppSettings, CurrentTenant, Repo
+from dualtune.service.api.schemas import (
     ErrorPublic,
     SweepCreate,
     SweepPage,
@@ -19,7 +16,9 @@ from service.api.schemas import (
     sweep_public,
     trial_public,
 )
-from service.usecases import sweeps
+from dualtune.service.usecases import sweeps
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import PlainTextResponse
 
 router = APIRouter(
     prefix="/api/v1/sweeps",

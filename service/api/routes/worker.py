@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dualtune.service.api.deps import Repo, WorkerToken
+from dualtune.service.api.schemas import (
+    ErrorPublic,
+    EventAck,
+    EventBatch,
+    WorkerSweep,
+    trial_public,
+)
+from dualtune.service.records import TrialUpdate
+from dualtune.service.usecases import worker_events
 from fastapi import APIRouter
-
-from service.api.deps import Repo, WorkerToken
-from service.api.schemas import ErrorPublic, EventAck, EventBatch, WorkerSweep, trial_public
-from service.records import TrialUpdate
-from service.usecases import worker_events
 
 router = APIRouter(
     prefix="/api/v1/worker/sweeps",

@@ -4,8 +4,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
-from core.spec import SweepSpec, TrialConfig
+from dualtune.core.spec import SweepSpec, TrialConfig
 
 
 def make_trial(

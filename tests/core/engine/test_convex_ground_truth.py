@@ -10,12 +10,11 @@ import cvxpy as cp
 import numpy as np
 import pytest
 import torch
-
-from core.engine.dual_optimizers import GradientAscent
-from core.engine.methods import ALM, FL, Method
-from core.engine.multipliers import Multipliers
-from core.engine.observation import ConstraintBatch, Observation
-from core.engine.step import PrimalDualStep
+from dualtune.core.engine.dual_optimizers import GradientAscent
+from dualtune.core.engine.methods import ALM, FL, Method
+from dualtune.core.engine.multipliers import Multipliers
+from dualtune.core.engine.observation import ConstraintBatch, Observation
+from dualtune.core.engine.step import PrimalDualStep
 
 F64 = torch.float64
 N, M = 10, 5

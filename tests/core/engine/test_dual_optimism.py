@@ -7,12 +7,11 @@ paper's derivation: μ₀ = η_μ h(x₀) (νPI's first step is η_μ h₀ + c h
 """
 
 import torch
-
-from core.engine.dual_optimizers import GradientAscent, NuPI
-from core.engine.methods import ALM, FL
-from core.engine.multipliers import Multipliers
-from core.engine.observation import ConstraintBatch, Observation
-from core.engine.step import PrimalDualStep
+from dualtune.core.engine.dual_optimizers import GradientAscent, NuPI
+from dualtune.core.engine.methods import ALM, FL
+from dualtune.core.engine.multipliers import Multipliers
+from dualtune.core.engine.observation import ConstraintBatch, Observation
+from dualtune.core.engine.step import PrimalDualStep
 
 F64 = torch.float64
 X0 = [0.5, 0.5]

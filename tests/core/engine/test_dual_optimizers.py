@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-
-from core.engine.dual_optimizers import GradientAscent, NuPI
-from core.engine.multipliers import Multipliers
+from dualtune.core.engine.dual_optimizers import GradientAscent, NuPI
+from dualtune.core.engine.multipliers import Multipliers
 
 F64 = torch.float64
 

@@ -13,17 +13,17 @@ from typing import Any
 
 import pytest
 import torch
+from dualtune.core.catalog import METHODS
+from dualtune.core.engine.build import build_constraint_kind, build_method, constraint_epsilon
+from dualtune.core.engine.constraints import Batch, LayerDescent, layer_losses
+from dualtune.core.engine.evaluation import evaluate_split
+from dualtune.core.engine.trainer import Trainer
+from dualtune.core.spec import SpecError, TrialConfig, load_spec
+from dualtune.core.tasks.base import Dataset, Split, Task
+from dualtune.core.tasks.readout_models import ReadoutMLP, ResidualBlock
 from torch import Tensor, nn
 
-import core
-from core.catalog import METHODS
-from core.engine.build import build_constraint_kind, build_method, constraint_epsilon
-from core.engine.constraints import Batch, LayerDescent, layer_losses
-from core.engine.evaluation import evaluate_split
-from core.engine.trainer import Trainer
-from core.spec import SpecError, TrialConfig, load_spec
-from core.tasks.base import Dataset, Split, Task
-from core.tasks.readout_models import ReadoutMLP, ResidualBlock
+from dualtune import core
 
 MakeTrial = Callable[..., TrialConfig]
 

@@ -4,9 +4,8 @@ import math
 
 import pytest
 import torch
-
-from core.engine.methods import ALM, CSERM, ERM, FL, RFL, SAL, Penalty, augmented_terms
-from core.engine.observation import ConstraintBatch, Observation
+from dualtune.core.engine.methods import ALM, CSERM, ERM, FL, RFL, SAL, Penalty, augmented_terms
+from dualtune.core.engine.observation import ConstraintBatch, Observation
 
 F64 = torch.float64
 

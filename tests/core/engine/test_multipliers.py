@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-
-from core.engine.multipliers import Multipliers
+from dualtune.core.engine.multipliers import Multipliers
 
 
 def test_scatter_touches_only_the_given_indices_and_projects_inequalities() -> None:

@@ -6,11 +6,10 @@ from typing import Any
 
 import pytest
 import torch
-
-from core.engine.fit import fit, fit_pack
-from core.engine.pack_trainer import NotPackable, PackTrainer
-from core.engine.trainer import Trainer
-from core.spec import SweepSpec, TrialConfig
+from dualtune.core.engine.fit import fit, fit_pack
+from dualtune.core.engine.pack_trainer import NotPackable, PackTrainer
+from dualtune.core.engine.trainer import Trainer
+from dualtune.core.spec import SweepSpec, TrialConfig
 
 
 @pytest.fixture(autouse=True)

@@ -5,8 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from core.metrics.tail import (
+from dualtune.core.metrics.tail import (
     cvar,
     dp_gap,
     feasible_share,

@@ -3,8 +3,7 @@
 from typing import Any
 
 import pytest
-
-from core.spec import SweepSpec
+from dualtune.core.spec import SweepSpec
 
 
 def spec(**overrides: Any) -> SweepSpec:
@@ -105,7 +104,7 @@ def test_trial_values_fall_back_to_defaults(method: str, key: str, expected: flo
 
 
 def test_trial_config_round_trips_through_json() -> None:
-    from core.spec import TrialConfig
+    from dualtune.core.spec import TrialConfig
 
     for t in spec().trials():
         assert TrialConfig.model_validate_json(t.model_dump_json()) == t

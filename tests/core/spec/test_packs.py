@@ -3,9 +3,8 @@
 from typing import Any
 
 import pytest
-
-from core.spec import SweepSpec, TrialConfig
-from core.spec.packs import pack_groups, pack_key, split_group
+from dualtune.core.spec import SweepSpec, TrialConfig
+from dualtune.core.spec.packs import pack_groups, pack_key, split_group
 
 
 def trials(**overrides: Any) -> list[TrialConfig]:

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from core.spec import SpecError, SweepSpec, load_spec
+from dualtune.core.spec import SpecError, SweepSpec, load_spec
 
 BASE: dict[str, Any] = {
     "name": "s",

@@ -13,16 +13,16 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from dualtune.core.engine.constraints import PinnResidual
+from dualtune.core.engine.evaluation import evaluate_split
+from dualtune.core.engine.methods import Penalty
+from dualtune.core.engine.observation import ConstraintBatch, Observation
+from dualtune.core.spec import SpecError, load_spec
+from dualtune.core.tasks.convection import Convection
+from dualtune.core.tasks.loading import load_task
 from torch import Tensor, nn
 
-import core
-from core.engine.constraints import PinnResidual
-from core.engine.evaluation import evaluate_split
-from core.engine.methods import Penalty
-from core.engine.observation import ConstraintBatch, Observation
-from core.spec import SpecError, load_spec
-from core.tasks.convection import Convection
-from core.tasks.loading import load_task
+from dualtune import core
 from tests.core.engine.conftest import make_trial
 
 BETA = 30.0

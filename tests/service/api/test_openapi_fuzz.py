@@ -9,17 +9,16 @@ from typing import Any
 
 import pytest
 import schemathesis
+from dualtune.service.api.app import create_app
+from dualtune.service.auth import new_tenant_token
+from dualtune.service.db.engine import make_engine
+from dualtune.service.db.migrate import upgrade
+from dualtune.service.db.repository import Repository
+from dualtune.service.launchers import FakeLauncher
+from dualtune.service.settings import Settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.generation import GenerationMode
-
-from service.api.app import create_app
-from service.auth import new_tenant_token
-from service.db.engine import make_engine
-from service.db.migrate import upgrade
-from service.db.repository import Repository
-from service.launchers import FakeLauncher
-from service.settings import Settings
 
 TOKEN = new_tenant_token()
 

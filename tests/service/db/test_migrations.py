@@ -7,15 +7,14 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from dualtune.service.api.app import create_app
+from dualtune.service.db.engine import make_engine
+from dualtune.service.db.migrate import current_revision, head_revision, upgrade
+from dualtune.service.db.rows import Base
+from dualtune.service.errors import SchemaOutOfDate
+from dualtune.service.launchers import FakeLauncher
+from dualtune.service.settings import Settings
 from sqlalchemy import Engine, inspect
-
-from service.api.app import create_app
-from service.db.engine import make_engine
-from service.db.migrate import current_revision, head_revision, upgrade
-from service.db.rows import Base
-from service.errors import SchemaOutOfDate
-from service.launchers import FakeLauncher
-from service.settings import Settings
 
 
 def test_the_app_refuses_a_database_without_the_schema_and_says_how_to_fix_it(

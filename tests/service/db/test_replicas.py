@@ -12,13 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from dualtune.service.db.engine import make_engine
+from dualtune.service.db.repository import Repository
+from dualtune.service.launchers import FakeLauncher
+from dualtune.service.reconciler import Reconciler
+from dualtune.service.records import NewTrial
 from sqlalchemy import text
 
-from service.db.engine import make_engine
-from service.db.repository import Repository
-from service.launchers import FakeLauncher
-from service.reconciler import Reconciler
-from service.records import NewTrial
 from tests.service.stack import free_port
 
 
@@ -98,7 +98,7 @@ def test_two_service_processes_on_postgres_launch_each_sweep_once(
             "DUALTUNE_RECONCILE_INTERVAL_S": "0.1",
         }
         process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"],
+            [sys.executable, "-m", "dualtune.service.cli", "serve", "--host", "127.0.0.1"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

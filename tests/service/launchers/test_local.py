@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from service.launchers import DriverState, LaunchRequest, LocalLauncher
+from dualtune.service.launchers import DriverState, LaunchRequest, LocalLauncher
+
 from tests.service.stack import free_port
 
 

@@ -16,17 +16,17 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from dualtune.service.api.app import create_app
+from dualtune.service.auth import new_tenant_token
+from dualtune.service.db.engine import make_engine
+from dualtune.service.db.migrate import upgrade
+from dualtune.service.db.repository import Repository
+from dualtune.service.errors import Unavailable
+from dualtune.service.launchers import DriverState, LaunchRequest, RayJobsLauncher
+from dualtune.service.launchers.ray_jobs import default_ray_token as default_token
+from dualtune.service.settings import Settings
 from mlflow.tracking import MlflowClient
 
-from service.api.app import create_app
-from service.auth import new_tenant_token
-from service.db.engine import make_engine
-from service.db.migrate import upgrade
-from service.db.repository import Repository
-from service.errors import Unavailable
-from service.launchers import DriverState, LaunchRequest, RayJobsLauncher
-from service.launchers.ray_jobs import default_ray_token as default_token
-from service.settings import Settings
 from tests.service.stack import ThreadedServer, final, free_port, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
