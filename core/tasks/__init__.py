@@ -1,4 +1,4 @@
-"""Torch-side tasks: data loaders and models for the catalog's tasks (``core.catalog.tasks``)."""
+"""Torch-side tasks: the data loaders and models of the catalog's tasks."""
 
 from dualtune.core.tasks.base import Dataset, Split, Task
 from dualtune.core.tasks.loading import load_task

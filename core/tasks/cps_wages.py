@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from dualtune.core.catalog.tasks import CpsWagesParams
+from dualtune.core.catalog.builtin_tasks import CpsWagesParams
 from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
 from dualtune.core.tasks.models import as_tensor
 from dualtune.core.tasks.tabular import TabularEncoder, group_codes, tabular_model

@@ -4,7 +4,7 @@ or a residual MLP with a readout after every block (``model: resmlp``)."""
 from __future__ import annotations
 
 import torch
-from dualtune.core.catalog.tasks import DigitsParams
+from dualtune.core.catalog.builtin_tasks import DigitsParams
 from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
 from dualtune.core.tasks.models import as_tensor, mlp
 from dualtune.core.tasks.readout_models import ReadoutMLP

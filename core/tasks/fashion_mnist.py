@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dualtune.core.catalog.tasks import FashionMnistParams
+from dualtune.core.catalog.builtin_tasks import FashionMnistParams
 from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
 from dualtune.core.tasks.models import as_tensor
 from dualtune.core.tasks.tabular import subset_pair

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from dualtune.core.catalog.tasks import TwoMoonsParams
+from dualtune.core.catalog.builtin_tasks import TwoMoonsParams
 from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
 from dualtune.core.tasks.models import as_tensor, mlp
 from sklearn.datasets import make_moons
