@@ -34,14 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from bench import timers
 from dualtune.core.engine.fit import fit, fit_pack
 from dualtune.core.engine.pack_memory import member_bytes
 from dualtune.core.engine.pack_trainer import PackTrainer
 from dualtune.core.engine.trainer import Trainer
 from dualtune.core.spec import SweepSpec, TrialConfig, load_spec
 from dualtune.core.tasks import load_task
-
-from bench import timers
 
 P3_SPEC = Path(__file__).with_name("p3_grid.yaml")
 KS = (1, 2, 4, 8, 16, 32, 64)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from dualtune.core.engine.pack_trainer import PackTrainer
 from dualtune.core.engine.trainer import Trainer
 
@@ -43,12 +44,12 @@ def _median_s(run: Any, repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from dualtune.worker.tracking import TrialRunLogger
-    from dualtune.worker.tracking import per_sample as tables
-    from dualtune.worker.tracking.sweep_run import ensure_experiment
     from mlflow.tracking import MlflowClient
 
     from bench.packing import _moons, _trials
+    from dualtune.worker.tracking import TrialRunLogger
+    from dualtune.worker.tracking import per_sample as tables
+    from dualtune.worker.tracking.sweep_run import ensure_experiment
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=1_000_000)

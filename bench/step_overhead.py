@@ -30,12 +30,13 @@ from typing import Any
 
 import cooper
 import torch
+from torch import nn
+from torch.nn import functional as F
+
 from dualtune.core.engine.constraints import Batch
 from dualtune.core.engine.pack_trainer import PackTrainer
 from dualtune.core.engine.trainer import Trainer, draw_batches
 from dualtune.core.spec import TrialConfig, load_spec
-from torch import nn
-from torch.nn import functional as F
 
 METHODS = ("erm", "fl", "rfl", "alm")
 BATCHES = 32

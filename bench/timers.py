@@ -92,8 +92,9 @@ class Recorder:
 
 def driver_targets() -> list[tuple[Any, str, str]]:
     """The sweep driver's pieces outside Tune (``worker.driver`` imports them by name)."""
-    import dualtune.worker.driver as d
     import ray.tune
+
+    import dualtune.worker.driver as d
 
     return [
         (d, "ResilientClient", "driver: MLflow client"),

@@ -15,9 +15,9 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
 from dualtune.core.reporting import TrialOutcome, build_report
 from dualtune.core.spec import SweepSpec
-
 from reproduce.experiments import SECTIONS, Section
 
 Record = dict[str, Any]

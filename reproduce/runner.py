@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from dualtune.core.spec import SweepSpec, load_spec
 
 # Quantile levels of the per-sample train losses kept per trial: evenly spaced up to 0.99,

@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ray.tune import Callback
+
 from dualtune.worker.events import TrialEvent, sink_for
 from dualtune.worker.pack_trainable import member_outcomes
 from dualtune.worker.progress import SweepProgress
 from dualtune.worker.trainable import ERROR_KEY, RUN_ID_KEY, STATUS_KEY
-from ray.tune import Callback
 
 
 def _finite_metrics(values: dict[str, Any]) -> dict[str, float]:

@@ -12,6 +12,8 @@ import logging
 import os
 from pathlib import Path
 
+from rich.console import Console
+
 from dualtune.worker.events import TrialEvent
 from dualtune.worker.service_link import (
     WORKER_TOKEN_ENV,
@@ -19,7 +21,6 @@ from dualtune.worker.service_link import (
     ServiceLink,
     ServiceRejectedError,
 )
-from rich.console import Console
 
 FLUSH_BUDGET_S = float(os.environ.get("DUALTUNE_EVENTS_FLUSH_S", "300"))
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import ray
+from ray import tune
+
 from dualtune.core.reporting import TrialOutcome, build_report
 from dualtune.core.spec import SweepSpec, TrialConfig
 from dualtune.worker.callbacks import TrialEvents
@@ -33,7 +35,6 @@ from dualtune.worker.trainable import (
     STATUS_KEY,
     TrackingSettings,
 )
-from ray import tune
 
 UNITS_FILE = "dualtune_units.json"
 """The sweep's units (trial id → its pack), kept next to the Tune experiment: a restored

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from mlflow.tracking import MlflowClient
+from ray import tune
+
 from dualtune.core.engine.errors import Diverged
 from dualtune.core.engine.fit import fit_pack
 from dualtune.core.engine.pack_trainer import PACK_STATE_VERSION
@@ -35,8 +38,6 @@ from dualtune.worker.trainable import (
     set_torch_threads,
     trial_logger,
 )
-from mlflow.tracking import MlflowClient
-from ray import tune
 
 MEMBERS_KEY = "dualtune/members"
 MEMBER_DIR = "members"

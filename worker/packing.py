@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ray
+
 from dualtune.core.engine.pack_memory import member_bytes
 from dualtune.core.spec import SweepSpec, TrialConfig
 from dualtune.core.spec.packs import pack_groups, split_group

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
-from dualtune.worker.events import TrialEvent
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dualtune.worker.events import TrialEvent
 
 FINAL = ("succeeded", "diverged", "failed", "cancelled")
 

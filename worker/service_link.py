@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
+
 from dualtune.core.reporting import TrialOutcome
 from dualtune.core.spec import SweepSpec
 from dualtune.worker.events import TrialEvent

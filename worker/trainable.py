@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from dualtune.core.engine.errors import Diverged
-from dualtune.core.engine.result import EvalReport
-from dualtune.core.spec import TrialConfig
-from dualtune.worker.tracking import TrialRunLogger
 from mlflow.tracking import MlflowClient
 from ray import tune
 
 from dualtune import core
+from dualtune.core.engine.errors import Diverged
+from dualtune.core.engine.result import EvalReport
+from dualtune.core.spec import TrialConfig
+from dualtune.worker.tracking import TrialRunLogger
 
 STATE_FILE = "trainer_state.pt"
 PER_SAMPLE_FILE = "per_sample_final.npz"

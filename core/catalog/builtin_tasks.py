@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from dualtune.core.catalog.tasks import TaskInfo, TaskParams
 from pydantic import Field
+
+from dualtune.core.catalog.tasks import TaskInfo, TaskParams
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Hidden = Annotated[list[PositiveInt], Field(max_length=16)]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
+
 from dualtune.core.catalog import METHODS
 from dualtune.core.engine.constraints import (
     ClassLoss,
@@ -19,7 +21,6 @@ from dualtune.core.engine.dual_optimizers import DualOptimizer, GradientAscent, 
 from dualtune.core.engine.methods import ALM, CSERM, ERM, FL, RFL, SAL, Method, Penalty
 from dualtune.core.spec import TrialConfig
 from dualtune.core.tasks.base import Dataset
-from torch import nn
 
 
 def resolve_device(name: str) -> torch.device:

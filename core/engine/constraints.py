@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import torch
+from torch import Tensor, nn
+
 from dualtune.core.engine.forward import forward_split
 from dualtune.core.engine.observation import ConstraintBatch
 from dualtune.core.tasks.base import Split, Task
-from torch import Tensor, nn
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-from dualtune.core.engine.multipliers import Multipliers
 from torch import Tensor
+
+from dualtune.core.engine.multipliers import Multipliers
 
 
 class DualOptimizer(ABC):

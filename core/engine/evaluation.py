@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import Tensor, nn
+
 from dualtune.core.engine.constraints import ConstraintKind, GroupRate
 from dualtune.core.engine.forward import forward_split
 from dualtune.core.metrics import tail
 from dualtune.core.tasks.base import Dataset, Split, Task
-from torch import Tensor, nn
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-from dualtune.core.engine.observation import Observation
 from torch import Tensor
+
+from dualtune.core.engine.observation import Observation
 
 
 class Method(ABC):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor, nn
+
 from dualtune.core.engine.build import build_constraint_kind
 from dualtune.core.spec import TrialConfig
 from dualtune.core.tasks import load_task
-from torch import Tensor, nn
 
 OPTIMIZER_STATES = {"adam": 2, "adamw": 2}
 """Per-parameter state tensors of each primal optimizer (SGD: 1 with momentum, else 0)."""

@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
 from dualtune.core.engine.build import (
     build_constraint_kind,
     build_dual_optimizer,
@@ -49,8 +52,6 @@ from dualtune.core.engine.trainer import STATE_VERSION, draw_batches
 from dualtune.core.spec import TrialConfig
 from dualtune.core.spec.packs import pack_key
 from dualtune.core.tasks import Task, load_task
-from torch import Tensor, nn
-from torch.func import functional_call, vmap
 
 PACK_STATE_VERSION = 1
 

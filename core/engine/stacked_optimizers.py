@@ -22,8 +22,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from dualtune.core.spec.sections import PrimalOptimizer as PrimalOptimizerConfig
 from torch import Tensor
+
+from dualtune.core.spec.sections import PrimalOptimizer as PrimalOptimizerConfig
 
 
 def _per_member(values: Tensor, like: Tensor) -> Tensor:

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import torch
+from torch import Tensor
+
 from dualtune.core.engine.dual_optimizers import DualOptimizer
 from dualtune.core.engine.methods import Method
 from dualtune.core.engine.multipliers import Multipliers
 from dualtune.core.engine.observation import ConstraintBatch, Observation
-from torch import Tensor
 
 Scheme = Literal["alternating_dual_first", "alternating_primal_first", "simultaneous"]
 SCHEMES: tuple[Scheme, ...] = (

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
+
 from dualtune.core.engine.build import (
     build_constraint_kind,
     build_dual_optimizer,
@@ -30,7 +32,6 @@ from dualtune.core.engine.observation import Observation
 from dualtune.core.engine.step import PrimalDualStep
 from dualtune.core.spec import TrialConfig
 from dualtune.core.tasks import Split, Task, load_task
-from torch import Tensor
 
 STATE_VERSION = 1
 

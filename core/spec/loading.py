@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
+
 from dualtune.core.spec.errors import SpecError
 from dualtune.core.spec.sweep import SweepSpec
-from pydantic import ValidationError
 
 
 def _parse(text: str, origin: str) -> Any:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from dualtune.core.catalog import GRID_KEYS, TASKS
-from dualtune.core.spec.errors import field_errors
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -15,6 +13,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from dualtune.core.catalog import GRID_KEYS, TASKS
+from dualtune.core.spec.errors import field_errors
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from dualtune.core.catalog import CONSTRAINT_KINDS, METHODS, TASKS
 from dualtune.core.spec.errors import field_errors
 from dualtune.core.spec.expansion import count_trials, method_points, trial_id
@@ -20,7 +22,6 @@ from dualtune.core.spec.sections import (
     Train,
 )
 from dualtune.core.spec.trial import TrialConfig
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Pack = Literal["auto", "off"] | Annotated[int, Field(ge=1)]
 

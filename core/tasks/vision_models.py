@@ -23,9 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dualtune.core.tasks.models import mlp
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from dualtune.core.tasks.models import mlp
 
 
 def image_mlp(shape: Sequence[int], hidden: Sequence[int], num_classes: int) -> nn.Sequential:

@@ -7,6 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
 from dualtune.service.api.errors import install_error_handlers
 from dualtune.service.api.metrics import ServiceMetrics
 from dualtune.service.api.middleware import BodyLimit, RequestMetrics
@@ -18,8 +21,6 @@ from dualtune.service.db.repository import Repository
 from dualtune.service.launchers import FakeLauncher, Launcher, LocalLauncher, RayJobsLauncher
 from dualtune.service.reconciler import Reconciler, default_replica_id
 from dualtune.service.settings import Settings
-from fastapi import FastAPI
-from sqlalchemy import Engine
 
 
 def make_launcher(settings: Settings) -> Launcher:

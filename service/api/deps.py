@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
 from dualtune.service.api.tenant_cache import TenantCache
 from dualtune.service.db.repository import Repository
 from dualtune.service.errors import Unauthorized
 from dualtune.service.records import Tenant
 from dualtune.service.settings import Settings
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 _bearer = HTTPBearer(auto_error=False, description="a tenant token (`dualtune token create`)")
 

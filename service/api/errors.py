@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from dualtune.service.errors import ServiceError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+
+from dualtune.service.errors import ServiceError
 
 log = logging.getLogger("dualtune.api")
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from dualtune.service.db.repository import Repository
-from dualtune.service.records import SWEEP_STATES, TRIAL_STATES
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from dualtune.service.db.repository import Repository
+from dualtune.service.records import SWEEP_STATES, TRIAL_STATES
 
 
 class _StateGauges(Collector):

@@ -7,8 +7,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dualtune.service.api.metrics import ServiceMetrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dualtune.service.api.metrics import ServiceMetrics
 
 
 class RequestMetrics:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from dualtune.service.records import Sweep, Trial
 from pydantic import BaseModel, ConfigDict, Field
+
+from dualtune.service.records import Sweep, Trial
 
 SweepStatus = Literal[
     "pending", "launching", "running", "cancelling", "succeeded", "failed", "cancelled"

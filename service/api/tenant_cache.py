@@ -7,9 +7,10 @@ from __future__ import annotations
 import hashlib
 import time
 
+from starlette.concurrency import run_in_threadpool
+
 from dualtune.service.db.repository import Repository
 from dualtune.service.records import Tenant
-from starlette.concurrency import run_in_threadpool
 
 
 class TenantCache:

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+
 from dualtune.core.spec import SpecError, load_spec
 from dualtune.service.cli.console import app, console, fail
 from dualtune.service.cli.views import SweepProgressBars, print_sweep, print_trials, render_report
 from dualtune.service.client import ClientError, ServiceClient, default_token, default_url
-from rich.console import Console
 
 SweepId = Annotated[str, typer.Argument(help="the sweep id (sw-...)")]
 Url = Annotated[str | None, typer.Option("--url", help="default: $DUALTUNE_URL or :8000")]

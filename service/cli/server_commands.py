@@ -17,6 +17,7 @@ from typing import Annotated
 
 import psutil
 import typer
+
 from dualtune.core.spec import SpecError, load_spec
 from dualtune.service.cli.client_commands import wait_and_report
 from dualtune.service.cli.console import app, console, fail
@@ -191,6 +192,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def _serve(settings: Settings, host: str) -> None:
     import uvicorn
+
     from dualtune.service.api.app import create_app
 
     try:
@@ -249,6 +251,7 @@ def serve(
         _serve(settings, host)
         return
     import uvicorn
+
     from dualtune.service.api.app import create_app
 
     try:  # fail here, once, with the message, rather than in every worker

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
+
 from dualtune.core.catalog import CONSTRAINT_KINDS, METHODS, TASKS
 from dualtune.core.spec import SpecError, SweepSpec, load_spec
 from dualtune.service.cli.console import app, console, errors
-from rich.table import Table
 
 SpecPath = Annotated[Path, typer.Argument(help="sweep spec (YAML or JSON)")]
 

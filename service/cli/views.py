@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dualtune.core.report_table import render_report
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from dualtune.core.report_table import render_report
 
 STATES = ("pending", "running", "succeeded", "diverged", "failed", "cancelled")
 COLOURS = {

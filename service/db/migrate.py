@@ -8,8 +8,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from dualtune.service.errors import SchemaOutOfDate
 from sqlalchemy import Engine
+
+from dualtune.service.errors import SchemaOutOfDate
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 

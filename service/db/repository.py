@@ -14,6 +14,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import CursorResult, Engine, func, insert, or_, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
 from dualtune.service.db.rows import IdempotencyRow, SweepRow, TenantRow, TokenRow, TrialRow
 from dualtune.service.errors import Conflict, InvalidInput, NotFound, Unauthorized, Unavailable
 from dualtune.service.records import (
@@ -29,9 +33,6 @@ from dualtune.service.records import (
     TrialUpdate,
     WorkerView,
 )
-from sqlalchemy import CursorResult, Engine, func, insert, or_, select, text, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
 
 def utcnow() -> datetime:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import psutil
+
 from dualtune.service.errors import LauncherError, Unavailable
 from dualtune.service.launchers.base import (
     WORKER_TOKEN_ENV,

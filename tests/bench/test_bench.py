@@ -5,9 +5,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dualtune.core.spec import load_spec
 
 from bench import figures, packing, per_sample_logging, run_all, step_overhead, timers
+from dualtune.core.spec import load_spec
 
 TINY_SWEEP = {
     "name": "bench-tiny",

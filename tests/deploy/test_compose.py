@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml
-from dualtune.service.settings import Settings
 
+from dualtune.service.settings import Settings
 from tests.deploy.chart import ROOT
 
 COMPOSE = ROOT / "docker" / "compose.yaml"

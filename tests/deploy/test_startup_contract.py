@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dualtune.service.db.engine import make_engine
-from dualtune.service.db.migrate import check_schema, current_revision, upgrade
 from sqlalchemy import create_engine, text
 
+from dualtune.service.db.engine import make_engine
+from dualtune.service.db.migrate import check_schema, current_revision, upgrade
 from tests.deploy.chart import containers, render_profile
 
 PG_SERVER = os.environ.get("DUALTUNE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")

@@ -11,8 +11,8 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import pytest
-from dualtune.service.settings import Settings
 
+from dualtune.service.settings import Settings
 from tests.deploy.chart import (
     NAMESPACE,
     PROFILES,

@@ -4,7 +4,6 @@ from pathlib import Path
 from typing import Any
 
 from dualtune.core.spec import load_spec
-
 from reproduce.experiments import SECTIONS
 from reproduce.report import verdict_convection, verdict_feasible_learning, write_report
 from reproduce.runner import spec_path

@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, create_engine, text
+
 from dualtune.service.api.app import create_app
 from dualtune.service.auth import new_tenant_token
 from dualtune.service.db.engine import make_engine
@@ -20,8 +23,6 @@ from dualtune.service.db.repository import Repository
 from dualtune.service.launchers import FakeLauncher
 from dualtune.service.records import Tenant
 from dualtune.service.settings import Settings
-from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine, text
 
 PG_SERVER = os.environ.get("DUALTUNE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -5,8 +5,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from dualtune.service.cli import app
 from typer.testing import CliRunner
+
+from dualtune.service.cli import app
 
 runner = CliRunner()
 

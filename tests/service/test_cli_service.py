@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
+
 from dualtune.service.api.app import create_app
 from dualtune.service.cli import app
 from dualtune.service.db.engine import make_engine
 from dualtune.service.launchers import FakeLauncher
 from dualtune.service.settings import Settings
-from typer.testing import CliRunner
-
 from tests.service.api.helpers import small_spec
 from tests.service.stack import ThreadedServer, free_port
 

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
+
 from dualtune.service.db.repository import Repository
 from dualtune.service.launchers import DriverState, FakeLauncher
 from dualtune.service.reconciler import Reconciler
-from fastapi.testclient import TestClient
-
 from tests.service.api.helpers import auth, submit
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import ray
+
 from dualtune.core.spec import SweepSpec
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from dualtune.core.engine.fit import fit_pack
-from dualtune.worker.driver import run_sweep
-from dualtune.worker.events import TrialEvent
 from mlflow.tracking import MlflowClient
 
 from dualtune import core
+from dualtune.core.engine.fit import fit_pack
+from dualtune.worker.driver import run_sweep
+from dualtune.worker.events import TrialEvent
 
 from .conftest import small_spec
 from .test_sweep_faults import kill_trials_after_checkpoint

@@ -3,8 +3,9 @@
 from pathlib import Path
 
 import numpy as np
-from dualtune.worker.tracking import plots
 from matplotlib import image
+
+from dualtune.worker.tracking import plots
 
 
 def test_a_large_splits_cdf_is_drawn_at_a_few_thousand_ranks_with_both_ends() -> None:

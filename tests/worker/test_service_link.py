@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
 from dualtune.core.spec import load_spec
 from dualtune.service.api.app import create_app
 from dualtune.service.db.engine import make_engine
@@ -19,9 +22,6 @@ from dualtune.service.records import NewTrial, Tenant
 from dualtune.service.settings import Settings
 from dualtune.worker.events import TrialEvent
 from dualtune.worker.service_link import ServiceEventSink, ServiceLink, ServiceRejectedError
-from fastapi import FastAPI
-from sqlalchemy import Engine
-
 from tests.service.stack import ThreadedServer as Server
 from tests.service.stack import free_port
 

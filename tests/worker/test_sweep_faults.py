@@ -16,10 +16,10 @@ import psutil
 import pytest
 import torch
 import yaml
-from dualtune.worker.driver import run_sweep
 from mlflow.tracking import MlflowClient
 
 from dualtune import core
+from dualtune.worker.driver import run_sweep
 
 from .conftest import small_spec
 

@@ -7,11 +7,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from dualtune.worker.driver import run_sweep
 from matplotlib import image
 from mlflow.tracking import MlflowClient
 
 from dualtune import core
+from dualtune.worker.driver import run_sweep
 
 from .conftest import small_spec
 

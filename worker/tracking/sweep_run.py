@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from dualtune.worker.tracking import plots
-from dualtune.worker.tracking.resilient import ResilientClient, artifact_root_for
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
+
+from dualtune.worker.tracking import plots
+from dualtune.worker.tracking.resilient import ResilientClient, artifact_root_for
 
 
 def ensure_experiment(client: ResilientClient, name: str) -> str | None:

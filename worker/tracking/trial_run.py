@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.tracking import MlflowClient
+
 from dualtune.worker.tracking import per_sample as tables
 from dualtune.worker.tracking import plots
 from dualtune.worker.tracking.resilient import ResilientClient
-from mlflow.entities import Metric, Param, Run, RunTag
-from mlflow.tracking import MlflowClient
 
 PARAMS_PER_BATCH = 100
 MAX_NAMED_FAILURES = 40

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from dualtune.service.api.deps import CurrentTenant
 from dualtune.service.api.schemas import CatalogPublic, ErrorPublic
 from dualtune.service.usecases.catalog import catalog
-from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 router = APIRouter()
 

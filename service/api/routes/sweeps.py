@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import PlainTextResponse
+
 from dualtune.service.api.deps import AppSettings, CurrentTenant, Repo
 from dualtune.service.api.schemas import (
     ErrorPublic,
@@ -17,8 +20,6 @@ from dualtune.service.api.schemas import (
     trial_public,
 )
 from dualtune.service.usecases import sweeps
-from fastapi import APIRouter, Header, Query, Request, Response, status
-from fastapi.responses import PlainTextResponse
 
 router = APIRouter(
     prefix="/api/v1/sweeps",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fastapi import APIRouter
+
 from dualtune.service.api.deps import Repo, WorkerToken
 from dualtune.service.api.schemas import (
     ErrorPublic,
@@ -12,7 +14,6 @@ from dualtune.service.api.schemas import (
 )
 from dualtune.service.records import TrialUpdate
 from dualtune.service.usecases import worker_events
-from fastapi import APIRouter
 
 router = APIRouter(
     prefix="/api/v1/worker/sweeps",

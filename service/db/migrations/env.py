@@ -4,6 +4,7 @@ ini file), so ``dualtune db upgrade`` and the tests migrate exactly the database
 from __future__ import annotations
 
 from alembic import context
+
 from dualtune.service.db.rows import Base
 
 connection = context.config.attributes.get("connection")

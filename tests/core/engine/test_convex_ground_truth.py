@@ -10,6 +10,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 import torch
+
 from dualtune.core.engine.dual_optimizers import GradientAscent
 from dualtune.core.engine.methods import ALM, FL, Method
 from dualtune.core.engine.multipliers import Multipliers

@@ -7,14 +7,15 @@ import copy
 import cooper
 import pytest
 import torch
+from sklearn.datasets import make_moons
+from torch import nn
+from torch.nn import functional as F
+
 from dualtune.core.engine.dual_optimizers import GradientAscent
 from dualtune.core.engine.methods import FL
 from dualtune.core.engine.multipliers import Multipliers
 from dualtune.core.engine.observation import ConstraintBatch, Observation
 from dualtune.core.engine.step import PrimalDualStep
-from sklearn.datasets import make_moons
-from torch import nn
-from torch.nn import functional as F
 
 EPSILON, DUAL_LR, PRIMAL_LR, STEPS, BATCH = 0.3, 0.05, 0.1, 50, 32
 

@@ -7,6 +7,7 @@ paper's derivation: μ₀ = η_μ h(x₀) (νPI's first step is η_μ h₀ + c h
 """
 
 import torch
+
 from dualtune.core.engine.dual_optimizers import GradientAscent, NuPI
 from dualtune.core.engine.methods import ALM, FL
 from dualtune.core.engine.multipliers import Multipliers

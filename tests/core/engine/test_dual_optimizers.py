@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from dualtune.core.engine.dual_optimizers import GradientAscent, NuPI
 from dualtune.core.engine.multipliers import Multipliers
 

@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+
+from dualtune import core
 from dualtune.core.catalog import METHODS
 from dualtune.core.engine.result import EvalReport
 from dualtune.core.spec import TrialConfig
-
-from dualtune import core
 
 SPLIT_METRICS = (
     "loss_mean",

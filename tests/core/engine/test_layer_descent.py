@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 import torch
+from torch import Tensor, nn
+
+from dualtune import core
 from dualtune.core.catalog import METHODS
 from dualtune.core.engine.build import build_constraint_kind, build_method, constraint_epsilon
 from dualtune.core.engine.constraints import Batch, LayerDescent, layer_losses
@@ -21,9 +24,6 @@ from dualtune.core.engine.trainer import Trainer
 from dualtune.core.spec import SpecError, TrialConfig, load_spec
 from dualtune.core.tasks.base import Dataset, Split, Task
 from dualtune.core.tasks.readout_models import ReadoutMLP, ResidualBlock
-from torch import Tensor, nn
-
-from dualtune import core
 
 MakeTrial = Callable[..., TrialConfig]
 

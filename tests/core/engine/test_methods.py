@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from dualtune.core.engine.methods import ALM, CSERM, ERM, FL, RFL, SAL, Penalty, augmented_terms
 from dualtune.core.engine.observation import ConstraintBatch, Observation
 

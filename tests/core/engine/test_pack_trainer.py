@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import torch
+
 from dualtune.core.engine.fit import fit, fit_pack
 from dualtune.core.engine.pack_trainer import NotPackable, PackTrainer
 from dualtune.core.engine.trainer import Trainer

@@ -7,9 +7,9 @@
 
 import numpy as np
 import pytest
-from dualtune.core.engine.trainer import Trainer
 from sklearn.svm import SVC
 
+from dualtune.core.engine.trainer import Trainer
 from tests.core.engine.conftest import make_trial
 
 

@@ -15,8 +15,8 @@ gives the measured numbers, and ``docs/results.md`` (``make reproduce``) has the
 from typing import Any
 
 import pytest
-from dualtune.core.engine.fit import fit
 
+from dualtune.core.engine.fit import fit
 from tests.core.engine.conftest import make_trial
 from tests.core.tasks.fixtures import require_fashion_mnist
 

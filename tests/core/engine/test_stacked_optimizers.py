@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+
 from dualtune.core.engine.stacked_optimizers import StackedAdam, StackedOptimizer, StackedSGD
 
 LRS = [0.1, 0.01, 0.003]

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
 from dualtune.core.metrics.tail import (
     cvar,
     dp_gap,

@@ -3,6 +3,7 @@
 from typing import Any
 
 import pytest
+
 from dualtune.core.spec import SweepSpec, TrialConfig
 from dualtune.core.spec.packs import pack_groups, pack_key, split_group
 

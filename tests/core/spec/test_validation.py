@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dualtune.core.spec import SpecError, SweepSpec, load_spec
 
 BASE: dict[str, Any] = {

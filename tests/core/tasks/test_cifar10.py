@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from dualtune.core import fit
 from dualtune.core.spec import SpecError, load_spec
 from dualtune.core.tasks.cifar10 import MEAN, PADDING, STD, read_batch
 from dualtune.core.tasks.loading import load_task
 from dualtune.core.tasks.vision_models import ResNet18
-from torch import nn
-
 from tests.core.tasks.fixtures import write_cifar_batches
 
 FIXTURE = tuple[Path, np.ndarray, np.ndarray, np.ndarray, np.ndarray]

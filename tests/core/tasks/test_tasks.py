@@ -4,10 +4,10 @@ catalog entry for each."""
 import numpy as np
 import pytest
 import torch
-from dualtune.core.catalog import TASKS
-from dualtune.core.tasks.loading import load_task
 from sklearn.datasets import load_digits, load_iris
 
+from dualtune.core.catalog import TASKS
+from dualtune.core.tasks.loading import load_task
 from tests.core.tasks.fixtures import require_fashion_mnist
 
 

@@ -9,6 +9,10 @@ from typing import Any
 
 import pytest
 import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis.generation import GenerationMode
+
 from dualtune.service.api.app import create_app
 from dualtune.service.auth import new_tenant_token
 from dualtune.service.db.engine import make_engine
@@ -16,9 +20,6 @@ from dualtune.service.db.migrate import upgrade
 from dualtune.service.db.repository import Repository
 from dualtune.service.launchers import FakeLauncher
 from dualtune.service.settings import Settings
-from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
-from schemathesis.generation import GenerationMode
 
 TOKEN = new_tenant_token()
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect
+
 from dualtune.service.api.app import create_app
 from dualtune.service.db.engine import make_engine
 from dualtune.service.db.migrate import current_revision, head_revision, upgrade
@@ -14,7 +16,6 @@ from dualtune.service.db.rows import Base
 from dualtune.service.errors import SchemaOutOfDate
 from dualtune.service.launchers import FakeLauncher
 from dualtune.service.settings import Settings
-from sqlalchemy import Engine, inspect
 
 
 def test_the_app_refuses_a_database_without_the_schema_and_says_how_to_fix_it(

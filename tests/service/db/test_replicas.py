@@ -12,13 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
+
 from dualtune.service.db.engine import make_engine
 from dualtune.service.db.repository import Repository
 from dualtune.service.launchers import FakeLauncher
 from dualtune.service.reconciler import Reconciler
 from dualtune.service.records import NewTrial
-from sqlalchemy import text
-
 from tests.service.stack import free_port
 
 

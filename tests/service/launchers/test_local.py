@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 from dualtune.service.launchers import DriverState, LaunchRequest, LocalLauncher
-
 from tests.service.stack import free_port
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from mlflow.tracking import MlflowClient
+
 from dualtune.service.api.app import create_app
 from dualtune.service.auth import new_tenant_token
 from dualtune.service.db.engine import make_engine
@@ -25,8 +27,6 @@ from dualtune.service.errors import Unavailable
 from dualtune.service.launchers import DriverState, LaunchRequest, RayJobsLauncher
 from dualtune.service.launchers.ray_jobs import default_ray_token as default_token
 from dualtune.service.settings import Settings
-from mlflow.tracking import MlflowClient
-
 from tests.service.stack import ThreadedServer, final, free_port, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
