@@ -14,9 +14,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from dualtune.core.spec import WORKER_TOKEN_ENV
 from dualtune.worker.events import TrialEvent
 from dualtune.worker.service_link import (
-    WORKER_TOKEN_ENV,
     ServiceEventSink,
     ServiceLink,
     ServiceRejectedError,

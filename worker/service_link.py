@@ -22,7 +22,6 @@ from dualtune.core.spec import SweepSpec
 from dualtune.worker.events import TrialEvent
 
 log = logging.getLogger("dualtune.worker.service")
-WORKER_TOKEN_ENV = "DUALTUNE_WORKER_TOKEN"
 BATCH = 500
 
 

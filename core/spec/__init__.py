@@ -4,6 +4,8 @@ from dualtune.core.spec.errors import SpecError
 from dualtune.core.spec.loading import load_spec
 from dualtune.core.spec.metric_names import METRIC_NAMES, metric_names_for
 from dualtune.core.spec.sections import (
+    RESERVED_ENV_VARS,
+    WORKER_TOKEN_ENV,
     Bound,
     ClassLossConstraint,
     Dual,
@@ -14,17 +16,21 @@ from dualtune.core.spec.sections import (
     OrthogonalityConstraint,
     PrimalOptimizer,
     Resources,
+    Runtime,
     SampleLossConstraint,
     Selection,
     TaskRef,
     Train,
     WeightNormConstraint,
+    unregistered_tasks_allowed,
 )
 from dualtune.core.spec.sweep import SweepSpec
 from dualtune.core.spec.trial import TrialConfig
 
 __all__ = [
     "METRIC_NAMES",
+    "RESERVED_ENV_VARS",
+    "WORKER_TOKEN_ENV",
     "Bound",
     "ClassLossConstraint",
     "Dual",
@@ -35,6 +41,7 @@ __all__ = [
     "OrthogonalityConstraint",
     "PrimalOptimizer",
     "Resources",
+    "Runtime",
     "SampleLossConstraint",
     "Selection",
     "SpecError",
@@ -45,4 +52,5 @@ __all__ = [
     "WeightNormConstraint",
     "load_spec",
     "metric_names_for",
+    "unregistered_tasks_allowed",
 ]

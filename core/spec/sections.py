@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -14,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from dualtune.core.catalog import GRID_KEYS, TASKS
+from dualtune.core.catalog import GRID_KEYS, TASKS, plugin_errors
 from dualtune.core.spec.errors import field_errors
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -26,11 +29,44 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_UNREGISTERED_TASKS_ALLOWED: ContextVar[bool] = ContextVar(
+    "unregistered_tasks_allowed", default=False
+)
+
+
+@contextmanager
+def unregistered_tasks_allowed(allowed: bool = True) -> Iterator[None]:
+    """Within this block a ``TaskRef`` may name a task this process does not know (its
+    parameters pass unchecked): a spec whose ``runtime.pip`` installs the plugin that
+    provides it, which the sweep's driver validates where the plugin is installed."""
+    token = _UNREGISTERED_TASKS_ALLOWED.set(allowed)
+    try:
+        yield
+    finally:
+        _UNREGISTERED_TASKS_ALLOWED.reset(token)
+
+
+def _unknown_task_message(name: str) -> str:
+    message = f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}"
+    broken = [e.name for e in plugin_errors()]
+    if broken:
+        message += (
+            f" ({len(broken)} plugin(s) failed to load: {', '.join(broken)}; "
+            "`dualtune catalog` says why)"
+        )
+    return message
+
+
 class TaskRef(Section):
     """A catalog task and its parameters (validated by the task's own schema)."""
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def registered(self) -> bool:
+        """Whether this process knows the task (a ``runtime.pip`` plugin may be elsewhere)."""
+        return self.name in TASKS
 
     @model_validator(mode="before")
     @classmethod
@@ -39,9 +75,11 @@ class TaskRef(Section):
             return data
         name = data["name"]
         if name not in TASKS:
-            raise field_errors(
-                [("name", f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")]
-            )
+            if _UNREGISTERED_TASKS_ALLOWED.get():
+                if not isinstance(data.get("params", {}), dict):
+                    raise field_errors([("params", "must be a mapping of task parameters")])
+                return data
+            raise field_errors([("name", _unknown_task_message(name))])
         params = data.get("params") or {}
         if not isinstance(params, dict):
             raise field_errors([("params", "must be a mapping of task parameters")])
@@ -309,3 +347,34 @@ class Limits(Section):
 
 class Logging(Section):
     per_sample_every: PositiveInt = 5
+
+
+WORKER_TOKEN_ENV = "DUALTUNE_WORKER_TOKEN"
+"""The variable that carries a driver's per-sweep token from the launcher to the worker."""
+RESERVED_ENV_VARS = frozenset({WORKER_TOKEN_ENV, "MLFLOW_TRACKING_URI"})
+"""Variables the launchers set for every driver; a spec's ``runtime.env_vars`` may not."""
+
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=256)]
+Requirement = Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^[^\s]")]
+
+
+class Runtime(Section):
+    """What the sweep's job needs beyond the worker image: Ray's ``runtime_env`` for the
+    driver and every trial (the ``ray`` launcher); the ``local`` launcher applies
+    ``env_vars`` only. A task or constraint from a plugin that the service does not have is
+    accepted when ``pip`` is given: the driver validates it first."""
+
+    pip: Annotated[list[Requirement], Field(max_length=100)] = Field(default_factory=list)
+    """pip requirements (``my-tasks==1.2``, a wheel URL the cluster reaches, ...)."""
+    env_vars: dict[EnvName, Annotated[str, Field(max_length=65536)]] = Field(default_factory=dict)
+
+    @field_validator("env_vars")
+    @classmethod
+    def _not_dualtunes_own(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(RESERVED_ENV_VARS & set(value))
+        if reserved:
+            raise ValueError(
+                f"{', '.join(reserved)} {'is' if len(reserved) == 1 else 'are'} set by dualtune "
+                "for the driver; remove it"
+            )
+        return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator
 
 from dualtune.core.catalog import CONSTRAINT_KINDS, METHODS, TASKS
 from dualtune.core.spec.errors import field_errors
@@ -17,9 +17,11 @@ from dualtune.core.spec.sections import (
     Limits,
     Logging,
     Resources,
+    Runtime,
     Selection,
     TaskRef,
     Train,
+    unregistered_tasks_allowed,
 )
 from dualtune.core.spec.trial import TrialConfig
 
@@ -61,6 +63,28 @@ def _layer_descent_problems(
     return items
 
 
+def _selection_problems(
+    selection: Selection, valid_metrics: tuple[str, ...]
+) -> list[tuple[str, str]]:
+    items: list[tuple[str, str]] = []
+    if selection.metric not in valid_metrics:
+        items.append(
+            (
+                "selection.metric",
+                f"unknown metric {selection.metric!r}; valid metrics: {', '.join(valid_metrics)}",
+            )
+        )
+    for name in selection.subject_to:
+        if name not in valid_metrics:
+            items.append(
+                (
+                    f"selection.subject_to.{name}",
+                    f"unknown metric {name!r}; valid metrics: {', '.join(valid_metrics)}",
+                )
+            )
+    return items
+
+
 class SweepSpec(BaseModel):
     """A sweep: task, constraint, methods and grid, plus training and sweep settings."""
 
@@ -78,6 +102,19 @@ class SweepSpec(BaseModel):
     selection: Selection = Selection()
     limits: Limits = Limits()
     logging: Logging = Logging()
+    runtime: Runtime = Runtime()
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _plugin_tasks_with_runtime_pip(
+        cls, data: object, handler: ModelWrapValidatorHandler[SweepSpec]
+    ) -> SweepSpec:
+        # A task this process does not know is accepted when runtime.pip installs it where
+        # the sweep runs: its parameters are checked there, by the driver, before any trial.
+        runtime = data.get("runtime") if isinstance(data, dict) else None
+        pip = runtime.get("pip") if isinstance(runtime, dict) else None
+        with unregistered_tasks_allowed(bool(pip)):
+            return handler(data)
 
     @model_validator(mode="before")
     @classmethod
@@ -100,6 +137,47 @@ class SweepSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepSpec:
+        items: list[tuple[str, str]] = []
+        kind = CONSTRAINT_KINDS[self.constraint.kind]
+        if self.task.registered:
+            items += self._task_problems()
+        items += self._method_problems()
+        if self.dual.optimizer.name == "ga":
+            for key in ("kp", "nu"):
+                if getattr(self.grid, key) is not None:
+                    items.append(
+                        (
+                            f"grid.{key}",
+                            f"{key} is a νPI gain; set dual.optimizer: {{name: nupi}} to sweep it",
+                        )
+                    )
+        if self.task.registered:
+            task = TASKS[self.task.name]
+            valid_metrics = metric_names_for(
+                task.problem, self.constraint.kind, task.extra_metrics + kind.extra_metrics
+            )
+        else:  # the driver checks the metrics against the plugin's problem type
+            valid_metrics = metric_names_for(
+                "classification", self.constraint.kind, kind.extra_metrics
+            )
+        items += _selection_problems(self.selection, valid_metrics)
+        if not items:
+            n = count_trials(self)
+            if n > self.limits.max_trials:
+                items.append(
+                    (
+                        "grid",
+                        f"grid expands to {n} trials, more than "
+                        f"limits.max_trials = {self.limits.max_trials}; shrink the grid "
+                        "or raise limits.max_trials",
+                    )
+                )
+        if items:
+            raise field_errors(items)
+        return self
+
+    def _task_problems(self) -> list[tuple[str, str]]:
+        """What does not fit the (registered) task: constraint kind, attribute."""
         items: list[tuple[str, str]] = []
         task = TASKS[self.task.name]
         kind = CONSTRAINT_KINDS[self.constraint.kind]
@@ -143,6 +221,10 @@ class SweepSpec(BaseModel):
                         f"valid attributes: {', '.join(task.group_attributes)}",
                     )
                 )
+        return items
+
+    def _method_problems(self) -> list[tuple[str, str]]:
+        items: list[tuple[str, str]] = []
         if len(set(self.methods)) != len(self.methods):
             items.append(("methods", "each method may appear once"))
         for i, method in enumerate(self.methods):
@@ -164,48 +246,7 @@ class SweepSpec(BaseModel):
                         f"{self.constraint.kind}: {', '.join(fitting)}",
                     )
                 )
-        if self.dual.optimizer.name == "ga":
-            for key in ("kp", "nu"):
-                if getattr(self.grid, key) is not None:
-                    items.append(
-                        (
-                            f"grid.{key}",
-                            f"{key} is a νPI gain; set dual.optimizer: {{name: nupi}} to sweep it",
-                        )
-                    )
-        valid_metrics = metric_names_for(
-            task.problem, self.constraint.kind, task.extra_metrics + kind.extra_metrics
-        )
-        if self.selection.metric not in valid_metrics:
-            items.append(
-                (
-                    "selection.metric",
-                    f"unknown metric {self.selection.metric!r}; "
-                    f"valid metrics: {', '.join(valid_metrics)}",
-                )
-            )
-        for name in self.selection.subject_to:
-            if name not in valid_metrics:
-                items.append(
-                    (
-                        f"selection.subject_to.{name}",
-                        f"unknown metric {name!r}; valid metrics: {', '.join(valid_metrics)}",
-                    )
-                )
-        if not items:
-            n = count_trials(self)
-            if n > self.limits.max_trials:
-                items.append(
-                    (
-                        "grid",
-                        f"grid expands to {n} trials, more than "
-                        f"limits.max_trials = {self.limits.max_trials}; shrink the grid "
-                        "or raise limits.max_trials",
-                    )
-                )
-        if items:
-            raise field_errors(items)
-        return self
+        return items
 
     def count_trials(self) -> int:
         """How many trials ``trials()`` makes, without building them."""
@@ -229,6 +270,16 @@ class SweepSpec(BaseModel):
         )
         out: list[TrialConfig] = []
         grid_epsilon = self.grid.epsilon
+        with unregistered_tasks_allowed(bool(self.runtime.pip)):
+            self._expand(shared, grid_epsilon, out)
+        return out
+
+    def _expand(
+        self,
+        shared: dict[str, object],
+        grid_epsilon: tuple[float, ...] | None,
+        out: list[TrialConfig],
+    ) -> None:
         for method in self.methods:
             reads_epsilon = "epsilon" in METHODS[method].grid_keys
             metric_epsilon = (
@@ -249,4 +300,3 @@ class SweepSpec(BaseModel):
                         }
                     )
                 )
-        return out

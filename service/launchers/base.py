@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-WORKER_TOKEN_ENV = "DUALTUNE_WORKER_TOKEN"
-
 
 class DriverState(StrEnum):
     RUNNING = "running"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import psutil
 
+from dualtune.core.spec import WORKER_TOKEN_ENV
 from dualtune.service.errors import LauncherError, Unavailable
 from dualtune.service.launchers.base import (
-    WORKER_TOKEN_ENV,
     DriverState,
     LaunchRequest,
     driver_command,

@@ -13,9 +13,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from dualtune.core.spec import WORKER_TOKEN_ENV
 from dualtune.service.errors import LauncherError, Unavailable
 from dualtune.service.launchers.base import (
-    WORKER_TOKEN_ENV,
     DriverState,
     LaunchRequest,
     driver_command,

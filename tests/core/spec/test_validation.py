@@ -173,8 +173,8 @@ def test_the_examples_are_valid(path: Path) -> None:
 
 def test_the_spec_imports_without_torch() -> None:
     code = (
-        "import sys; import core.spec; "
-        "core.spec.load_spec({'name': 's', 'task': {'name': 'digits'}, "
+        "import sys; import dualtune.core.spec; "
+        "dualtune.core.spec.load_spec({'name': 's', 'task': {'name': 'digits'}, "
         "'constraint': {'kind': 'sample_loss'}, 'methods': ['fl']}).trials(); "
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
