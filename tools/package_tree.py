@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tomllib
 from pathlib import Path
 
@@ -26,10 +27,10 @@ def package_dirs() -> dict[str, Path]:
     return {name: ROOT / folder for name, folder in mapping.items()}
 
 
-def build() -> Path:
-    shutil.rmtree(TREE, ignore_errors=True)
+def build(tree: Path = TREE) -> Path:
+    shutil.rmtree(tree, ignore_errors=True)
     for name, source in package_dirs().items():
-        target = TREE.joinpath(*name.split("."))
+        target = tree.joinpath(*name.split("."))
         for path in sorted(source.rglob("*")):
             if "__pycache__" in path.parts or path.is_dir():
                 continue
@@ -47,4 +48,4 @@ def build() -> Path:
 
 
 if __name__ == "__main__":
-    print(build())
+    print(build(Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else TREE))
