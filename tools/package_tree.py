@@ -44,7 +44,7 @@ def build(tree: Path = TREE) -> Path:
                 os.link(path, link)
             except OSError:  # another file system: a copy does as well for one lint run
                 shutil.copy2(path, link)
-    return TREE
+    return tree
 
 
 if __name__ == "__main__":
