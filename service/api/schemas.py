@@ -1,4 +1,8 @@
-"""Request and response bodies, separate from rows and records (``*Create``/``*Public``)."""
+"""Request and response bodies, separate from rows and records (``*Create``/``*Public``).
+
+Pure pydantic (no FastAPI, no SQLAlchemy): ``dualtune.Client`` parses the service's answers
+with these same models.
+"""
 
 from __future__ import annotations
 
@@ -77,12 +81,59 @@ class ErrorPublic(BaseModel):
     errors: list[dict[str, str]] = Field(default_factory=list)
 
 
+class BoundPublic(BaseModel):
+    min: float | None = None
+    max: float | None = None
+
+
+class SelectionPublic(BaseModel):
+    metric: str
+    mode: Literal["min", "max"]
+    subject_to: dict[str, BoundPublic] = Field(default_factory=dict)
+
+
+class ReportTrialPublic(BaseModel):
+    trial_id: str
+    params: dict[str, Any]
+    metrics: dict[str, float | None] = Field(description="the report's table metrics")
+    mlflow_run_id: str | None = None
+
+
+class MethodReportPublic(BaseModel):
+    method: str
+    trials: int
+    succeeded: int
+    met_bounds: int = Field(description="succeeded trials that meet every selection bound")
+    best: ReportTrialPublic | None = Field(
+        description="the best trial by the selection among those that meet its bounds"
+    )
+    best_infeasible: ReportTrialPublic | None = Field(
+        description="when none meets the bounds: the trial closest to them"
+    )
+    vs_erm: dict[str, float] = Field(description="table metrics as ratios to ERM's best")
+
+
+class ReportPublic(BaseModel):
+    sweep_id: str
+    name: str
+    status: SweepStatus
+    selection: SelectionPublic
+    trial_counts: dict[str, int]
+    table_metrics: list[str]
+    methods: list[MethodReportPublic]
+    mlflow_parent_run_id: str | None
+
+
 class TaskPublic(BaseModel):
     name: str
     problem: str
     summary: str
     group_attributes: list[str]
     parameters: dict[str, Any] = Field(description="JSON schema of the task's parameters")
+    source: str = Field(
+        description="where the task comes from: a distribution and its entry point, or "
+        "'registered in-process'"
+    )
 
 
 class MethodPublic(BaseModel):
@@ -96,6 +147,7 @@ class ConstraintKindPublic(BaseModel):
     name: str
     summary: str
     multipliers: str
+    source: str = Field(description="where the kind comes from (as a task's source)")
 
 
 class GridKeyPublic(BaseModel):
@@ -104,11 +156,21 @@ class GridKeyPublic(BaseModel):
     default: float | None
 
 
+class PluginErrorPublic(BaseModel):
+    group: str = Field(description="the entry-point group: dualtune.tasks or dualtune.constraints")
+    name: str
+    source: str
+    error: str
+
+
 class CatalogPublic(BaseModel):
     tasks: list[TaskPublic]
     methods: list[MethodPublic]
     constraint_kinds: list[ConstraintKindPublic]
     grid_keys: list[GridKeyPublic]
+    plugin_errors: list[PluginErrorPublic] = Field(
+        description="plugins that failed to load: not in the catalog, everything else works"
+    )
 
 
 class TrialEventIn(Body):

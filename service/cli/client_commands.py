@@ -7,22 +7,23 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.console import Console
 
 from dualtune.core.spec import SpecError, load_spec
+from dualtune.service.api.schemas import SweepStatus, TrialStatus
 from dualtune.service.cli.console import app, console, fail
-from dualtune.service.cli.views import SweepProgressBars, print_sweep, print_trials, render_report
-from dualtune.service.client import ClientError, ServiceClient, default_token, default_url
+from dualtune.service.cli.views import SweepProgressBars, print_report, print_sweep, print_trials
+from dualtune.service.client import Client, ClientError, default_token
 
 SweepId = Annotated[str, typer.Argument(help="the sweep id (sw-...)")]
 Url = Annotated[str | None, typer.Option("--url", help="default: $DUALTUNE_URL or :8000")]
 
 
 @contextmanager
-def session(url: str | None = None) -> Iterator[ServiceClient]:
+def session(url: str | None = None) -> Iterator[Client]:
     """A client for the service; a refused or failed call ends the command with its message
     (exit 1), never a traceback."""
     token = default_token()
@@ -31,7 +32,7 @@ def session(url: str | None = None) -> Iterator[ServiceClient]:
             "no token: set DUALTUNE_TOKEN, or start the embedded stack with `dualtune up` "
             "(it writes ~/.dualtune/token)"
         )
-    with ServiceClient(url or default_url(), token) as c:
+    with Client(url, token) as c:
         try:
             yield c
         except ClientError as exc:
@@ -43,13 +44,13 @@ def _table_console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 200)
 
 
-def wait_and_report(c: ServiceClient, sweep_id: str) -> int:
+def wait_and_report(c: Client, sweep_id: str) -> int:
     """Progress bars until the sweep is final, then the report table; the exit status."""
     with SweepProgressBars(console) as bars:
         sweep = c.wait(sweep_id, bars.update)
     print_sweep(sweep, console)
-    render_report(c.report(sweep_id), _table_console())
-    return 0 if sweep["status"] == "succeeded" else 1
+    print_report(c.report(sweep_id), _table_console())
+    return 0 if sweep.status == "succeeded" else 1
 
 
 @app.command()
@@ -67,13 +68,12 @@ def submit(
     except SpecError as exc:
         raise fail(f"invalid spec {spec}\n{exc}", 2) from None
     with session(url) as c:
-        sweep = c.submit(loaded.model_dump(mode="json"), idempotency_key)
+        sweep = c.submit(loaded, idempotency_key)
         console.print(
-            f"submitted [bold]{sweep['id']}[/bold]: {sweep['total_trials']} trials",
-            highlight=False,
+            f"submitted [bold]{sweep.id}[/bold]: {sweep.total_trials} trials", highlight=False
         )
         if wait:
-            raise typer.Exit(wait_and_report(c, sweep["id"]))
+            raise typer.Exit(wait_and_report(c, sweep.id))
 
 
 @app.command("list")
@@ -83,10 +83,10 @@ def list_sweeps(
 ) -> None:
     """List your sweeps, newest first."""
     with session(url) as c:
-        page = c.sweeps(status)
-    for sweep in page["items"]:
+        page = c.sweeps(cast("SweepStatus | None", status))  # the service checks the name
+    for sweep in page.items:
         print_sweep(sweep, console)
-    if not page["items"]:
+    if not page.items:
         console.print("no sweeps")
 
 
@@ -94,7 +94,7 @@ def list_sweeps(
 def status(sweep_id: SweepId, url: Url = None) -> None:
     """A sweep's state, trial counts, best trial and MLflow link."""
     with session(url) as c:
-        print_sweep(c.sweep(sweep_id), console)
+        print_sweep(c.get(sweep_id), console)
 
 
 @app.command()
@@ -105,16 +105,16 @@ def trials(
 ) -> None:
     """A sweep's trials: params, state, attempts, the selection metric, MLflow run."""
     with session(url) as c:
-        sweep = c.sweep(sweep_id)
-        rows = list(c.trials(sweep_id, status))
-    print_trials(rows, _table_console(), sweep["spec"]["selection"]["metric"])
+        sweep = c.get(sweep_id)
+        rows = c.trials(sweep_id, cast("TrialStatus | None", status))
+    print_trials(rows, _table_console(), sweep.spec["selection"]["metric"])
 
 
 @app.command()
 def report(sweep_id: SweepId, url: Url = None) -> None:
     """Per method, the best trial and its tail metrics against ERM."""
     with session(url) as c:
-        render_report(c.report(sweep_id), _table_console())
+        print_report(c.report(sweep_id), _table_console())
 
 
 @app.command()

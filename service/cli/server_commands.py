@@ -21,7 +21,7 @@ import typer
 from dualtune.core.spec import SpecError, load_spec
 from dualtune.service.cli.client_commands import wait_and_report
 from dualtune.service.cli.console import app, console, fail
-from dualtune.service.client import ClientError, ServiceClient
+from dualtune.service.client import Client, ClientError
 from dualtune.service.db.engine import make_engine
 from dualtune.service.db.migrate import current_revision, head_revision, upgrade
 from dualtune.service.db.repository import Repository
@@ -302,7 +302,7 @@ def _start_stack(settings: Settings, port: int, mlflow_port: int) -> subprocess.
             start_new_session=True,  # its own group: stopping it stops Ray and the UI too
         )
     deadline = time.monotonic() + 120
-    with ServiceClient(f"http://127.0.0.1:{port}", None) as probe:
+    with Client(f"http://127.0.0.1:{port}") as probe:
         while not (probe.ready() and (settings.data_dir / "token").is_file()):
             if stack.poll() is not None or time.monotonic() > deadline:
                 _stop(stack)
@@ -338,24 +338,24 @@ def demo(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{port}"
     token_file = settings.data_dir / "token"
-    with ServiceClient(url, None) as probe:
+    with Client(url) as probe:
         running = probe.ready() and token_file.is_file()
     if running:
         console.print(f"using the dualtune stack already running on {url}")
     stack = None if running else _start_stack(settings, port, mlflow_port)
     try:
-        with ServiceClient(url, token_file.read_text().strip()) as client:
+        with Client(url, token_file.read_text().strip()) as client:
             body = loaded.model_dump(mode="json")
             digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-            sweep = client.submit(body, "demo-" + digest[:16])
+            sweep = client.submit(loaded, "demo-" + digest[:16])
             console.print(
-                f"sweep [bold]{sweep['id']}[/bold]: {sweep['total_trials']} trials of "
+                f"sweep [bold]{sweep.id}[/bold]: {sweep.total_trials} trials of "
                 f"{', '.join(loaded.methods)} on {loaded.task.name}",
                 highlight=False,
             )
-            code = wait_and_report(client, sweep["id"])
-            final = client.sweep(sweep["id"])
-        link = final["mlflow"].get("parent_run_url") or f"http://127.0.0.1:{mlflow_port}"
+            code = wait_and_report(client, sweep.id)
+            final = client.get(sweep.id)
+        link = final.mlflow.parent_run_url or f"http://127.0.0.1:{mlflow_port}"
         console.print(
             f"Compare the parent run and its child runs in the MLflow UI: {link}",
             highlight=False,

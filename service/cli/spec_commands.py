@@ -15,7 +15,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dualtune.core.catalog import CONSTRAINT_KINDS, METHODS, TASKS
+from dualtune.core.catalog import CONSTRAINT_KINDS, METHODS, TASKS, plugin_errors
+from dualtune.core.catalog.registry import DISTRIBUTION
 from dualtune.core.spec import SpecError, SweepSpec, load_spec
 from dualtune.service.cli.console import app, console, errors
 
@@ -50,9 +51,24 @@ def validate(spec: SpecPath) -> None:
     )
 
 
+def _plugin_source(source: str) -> str | None:
+    """A plugin's source; ``None`` for dualtune's own entries (theirs all read
+    ``dualtune X.Y (dualtune.core.catalog....)``)."""
+    return None if source.startswith(f"{DISTRIBUTION} ") else source
+
+
+def _add_sources(table: Table, sources: list[str]) -> None:
+    """A ``source`` column, only when a plugin is installed (for dualtune's own entries it is
+    noise that squeezes the table)."""
+    plugins = [_plugin_source(s) for s in sources]
+    if any(plugins):
+        table.add_column("source", cells=[p or "built-in" for p in plugins])
+
+
 @app.command()
 def catalog() -> None:
-    """List tasks, constraint kinds and methods."""
+    """List tasks, constraint kinds and methods, the plugins' sources, and the plugins that
+    failed to load."""
     tasks = Table(title="tasks", title_justify="left")
     for col in ("name", "problem", "summary", "parameters"):
         tasks.add_column(col)
@@ -66,17 +82,28 @@ def catalog() -> None:
             for name, field in t.params.model_fields.items()
         )
         tasks.add_row(t.name, t.problem, t.summary, params)
+    _add_sources(tasks, [TASKS.source(name) for name in TASKS])
     kinds = Table(title="constraint kinds", title_justify="left")
     for col in ("kind", "constraints", "multipliers"):
         kinds.add_column(col)
     for k in CONSTRAINT_KINDS.values():
         kinds.add_row(k.name, k.summary, k.multipliers)
+    _add_sources(kinds, [CONSTRAINT_KINDS.source(name) for name in CONSTRAINT_KINDS])
     methods = Table(title="methods", title_justify="left")
     for col in ("method", "solves", "grid keys", "constraint kinds"):
         methods.add_column(col)
     for m in METHODS.values():
         methods.add_row(m.name, m.summary, ", ".join(m.grid_keys), ", ".join(m.kinds))
-    for table in (tasks, kinds, methods):
+    tables = [tasks, kinds, methods]
+    failed = plugin_errors()
+    if failed:
+        broken = Table(title="plugins that failed to load", title_justify="left")
+        for col in ("group", "name", "source", "error"):
+            broken.add_column(col)
+        for e in failed:
+            broken.add_row(e.group, e.name, e.source, e.error)
+        tables.append(broken)
+    for table in tables:
         console.print(table)
 
 

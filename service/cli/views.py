@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dualtune.core.report_table import render_report
+from dualtune.service.api.schemas import ReportPublic, SweepPublic, TrialPublic
 
 STATES = ("pending", "running", "succeeded", "diverged", "failed", "cancelled")
 COLOURS = {
@@ -44,9 +45,9 @@ class SweepProgressBars:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def update(self, sweep: dict[str, Any]) -> None:
-        total = max(1, int(sweep["total_trials"]))
-        counts = sweep["trial_counts"]
+    def update(self, sweep: SweepPublic) -> None:
+        total = max(1, sweep.total_trials)
+        counts = sweep.trial_counts
         if not self.tasks:
             for state in STATES:
                 self.tasks[state] = self.progress.add_task(
@@ -56,28 +57,32 @@ class SweepProgressBars:
             self.progress.update(self.tasks[state], completed=counts.get(state, 0), total=total)
 
 
-def print_sweep(sweep: dict[str, Any], console: Console) -> None:
-    counts = ", ".join(f"{n} {s}" for s, n in sweep["trial_counts"].items()) or "no trials"
+def print_sweep(sweep: SweepPublic, console: Console) -> None:
+    counts = ", ".join(f"{n} {s}" for s, n in sweep.trial_counts.items()) or "no trials"
     console.print(
-        f"[bold]{sweep['id']}[/bold] {sweep['name']}: [bold]{sweep['status']}[/bold] "
-        f"({sweep['total_trials']} trials: {counts})",
+        f"[bold]{sweep.id}[/bold] {sweep.name}: [bold]{sweep.status}[/bold] "
+        f"({sweep.total_trials} trials: {counts})",
         highlight=False,
         soft_wrap=True,
     )
-    if sweep.get("error"):
-        console.print(f"  error: {sweep['error']}", highlight=False, soft_wrap=True)
-    best = sweep.get("best_trial")
+    if sweep.error:
+        console.print(f"  error: {sweep.error}", highlight=False, soft_wrap=True)
+    best = sweep.best_trial
     if best:
         console.print(
-            f"  best trial: {best['trial_id']} ({best['method']})", highlight=False, soft_wrap=True
+            f"  best trial: {best.trial_id} ({best.method})", highlight=False, soft_wrap=True
         )
-    mlflow = sweep.get("mlflow") or {}
-    if mlflow.get("parent_run_url"):
-        console.print(f"  MLflow: {mlflow['parent_run_url']}", highlight=False, soft_wrap=True)
-    elif mlflow.get("parent_run_id"):
+    if sweep.mlflow.parent_run_url:
+        console.print(f"  MLflow: {sweep.mlflow.parent_run_url}", highlight=False, soft_wrap=True)
+    elif sweep.mlflow.parent_run_id:
         console.print(
-            f"  MLflow parent run: {mlflow['parent_run_id']}", highlight=False, soft_wrap=True
+            f"  MLflow parent run: {sweep.mlflow.parent_run_id}", highlight=False, soft_wrap=True
         )
+
+
+def print_report(report: ReportPublic, console: Console) -> None:
+    """The report table (the same as ``dualtune run`` prints)."""
+    render_report(report.model_dump(mode="json"), console)
 
 
 def _fmt(value: Any) -> str:
@@ -86,24 +91,24 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}"
 
 
-def print_trials(trials: list[dict[str, Any]], console: Console, metric: str) -> None:
+def print_trials(trials: list[TrialPublic], console: Console, metric: str) -> None:
     table = Table(title=f"{len(trials)} trials", title_justify="left")
     for column in ("#", "trial", "method", "params", "status", "attempts", metric, "MLflow run"):
         table.add_column(column)
     for t in trials:
-        params = ", ".join(f"{k}={v}" for k, v in t["params"].items())
-        status = f"[{COLOURS.get(t['status'], 'white')}]{t['status']}"
+        params = ", ".join(f"{k}={v}" for k, v in t.params.items())
+        status = f"[{COLOURS.get(t.status, 'white')}]{t.status}"
         table.add_row(
-            str(t["position"]),
-            t["trial_id"],
-            t["method"],
+            str(t.position),
+            t.trial_id,
+            t.method,
             params,
             status,
-            str(t["attempts"]),
-            _fmt(t["metrics"].get(metric)),
-            t.get("mlflow_run_id") or "—",
+            str(t.attempts),
+            _fmt(t.metrics.get(metric)),
+            t.mlflow_run_id or "—",
         )
     console.print(table)
 
 
-__all__ = ["SweepProgressBars", "print_sweep", "print_trials", "render_report"]
+__all__ = ["SweepProgressBars", "print_report", "print_sweep", "print_trials", "render_report"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse
@@ -10,6 +10,7 @@ from fastapi.responses import PlainTextResponse
 from dualtune.service.api.deps import AppSettings, CurrentTenant, Repo
 from dualtune.service.api.schemas import (
     ErrorPublic,
+    ReportPublic,
     SweepCreate,
     SweepPage,
     SweepPublic,
@@ -109,9 +110,9 @@ def retry(sweep_id: str, tenant: CurrentTenant, repo: Repo, settings: AppSetting
 
 
 @router.get("/{sweep_id}/report")
-def report(sweep_id: str, tenant: CurrentTenant, repo: Repo) -> dict[str, Any]:
+def report(sweep_id: str, tenant: CurrentTenant, repo: Repo) -> ReportPublic:
     _, body = sweeps.sweep_report(repo, tenant, sweep_id)
-    return body
+    return ReportPublic.model_validate(body)
 
 
 @router.get("/{sweep_id}/logs", response_class=PlainTextResponse)
