@@ -51,20 +51,6 @@ def validate(spec: SpecPath) -> None:
     )
 
 
-def _plugin_source(source: str) -> str | None:
-    """A plugin's source; ``None`` for dualtune's own entries (theirs all read
-    ``dualtune X.Y (dualtune.core.catalog....)``)."""
-    return None if source.startswith(f"{DISTRIBUTION} ") else source
-
-
-def _add_sources(table: Table, sources: list[str]) -> None:
-    """A ``source`` column, only when a plugin is installed (for dualtune's own entries it is
-    noise that squeezes the table)."""
-    plugins = [_plugin_source(s) for s in sources]
-    if any(plugins):
-        table.add_column("source", cells=[p or "built-in" for p in plugins])
-
-
 @app.command()
 def catalog() -> None:
     """List tasks, constraint kinds and methods, the plugins' sources, and the plugins that
@@ -82,19 +68,31 @@ def catalog() -> None:
             for name, field in t.params.model_fields.items()
         )
         tasks.add_row(t.name, t.problem, t.summary, params)
-    _add_sources(tasks, [TASKS.source(name) for name in TASKS])
     kinds = Table(title="constraint kinds", title_justify="left")
     for col in ("kind", "constraints", "multipliers"):
         kinds.add_column(col)
     for k in CONSTRAINT_KINDS.values():
         kinds.add_row(k.name, k.summary, k.multipliers)
-    _add_sources(kinds, [CONSTRAINT_KINDS.source(name) for name in CONSTRAINT_KINDS])
     methods = Table(title="methods", title_justify="left")
     for col in ("method", "solves", "grid keys", "constraint kinds"):
         methods.add_column(col)
     for m in METHODS.values():
         methods.add_row(m.name, m.summary, ", ".join(m.grid_keys), ", ".join(m.kinds))
     tables = [tasks, kinds, methods]
+    # dualtune's own entries all come from dualtune: only the plugins' sources are news.
+    plugged = [
+        (registry.group, name, registry.source(name))
+        for registry in (TASKS, CONSTRAINT_KINDS)
+        for name in registry
+        if not registry.source(name).startswith(f"{DISTRIBUTION} ")
+    ]
+    if plugged:
+        plugins = Table(title="from plugins", title_justify="left")
+        for col in ("group", "name", "source"):
+            plugins.add_column(col)
+        for row in plugged:
+            plugins.add_row(*row)
+        tables.append(plugins)
     failed = plugin_errors()
     if failed:
         broken = Table(title="plugins that failed to load", title_justify="left")

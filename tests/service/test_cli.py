@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from dualtune.core.catalog import plugin_errors
 from dualtune.service.cli import app
+from tests.service.plugins import BROKEN_SOURCE, GOOD_SOURCE, env_with, write_plugin_distribution
 
 runner = CliRunner()
 
@@ -42,6 +44,36 @@ def test_catalog_lists_tasks_methods_and_kinds() -> None:
     assert result.exit_code == 0
     for name in ("two_moons", "iris_svm", "rfl", "sal", "group_rate", "orthogonality"):
         assert name in result.output
+
+
+def test_catalog_shows_sources_and_failed_plugins_only_when_there_are_plugins() -> None:
+    result = runner.invoke(app, ["catalog"])
+    assert result.exit_code == 0
+    assert ("plugins that failed to load" in result.output) == bool(plugin_errors())
+
+
+def test_catalog_lists_each_plugins_source_and_the_plugins_that_failed_to_load(
+    tmp_path: Path,
+) -> None:
+    site = write_plugin_distribution(tmp_path / "site")
+    done = subprocess.run(
+        [sys.executable, "-m", "dualtune.service.cli", "catalog"],
+        env=env_with(site),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    tables, failed = done.stdout.split("plugins that failed to load", 1)
+    for name in ("two_moons", "rings", "sample_loss", "rfl"):  # everything else still works
+        assert name in tables
+    plugged = tables.split("from plugins", 1)[1]
+    assert GOOD_SOURCE in plugged  # the working plugin's task, with where it comes from
+    assert "dualtune.tasks" in plugged
+    assert "two_moons" not in plugged
+    assert "dualtune.tasks" in failed
+    assert BROKEN_SOURCE in failed
+    assert "ImportError: broken_plugin needs the rings extra" in failed
 
 
 def test_catalog_marks_required_task_parameters() -> None:

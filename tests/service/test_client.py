@@ -33,6 +33,7 @@ from dualtune.service.launchers import FakeLauncher
 from dualtune.service.reconciler import Reconciler
 from dualtune.service.settings import Settings
 from tests.service.api.helpers import small_spec
+from tests.service.plugins import BROKEN_SOURCE, GOOD_SOURCE, env_with, write_plugin_distribution
 from tests.service.stack import ThreadedServer, free_port
 
 
@@ -363,6 +364,55 @@ def test_the_catalog_is_typed_with_each_entrys_source(client: Client) -> None:
     kinds = {k.name: k for k in catalog.constraint_kinds}
     assert "builtin_constraints:SAMPLE_LOSS" in kinds["sample_loss"].source
     assert isinstance(catalog.plugin_errors, list)
+
+
+CATALOG_OVER_HTTP = """
+import sys, tempfile
+from pathlib import Path
+from dualtune.service.api.app import create_app
+from dualtune.service.client import Client
+from dualtune.service.db.engine import make_engine
+from dualtune.service.db.migrate import upgrade
+from dualtune.service.db.repository import Repository
+from dualtune.service.launchers import FakeLauncher
+from dualtune.service.settings import Settings
+from tests.service.stack import ThreadedServer, free_port
+
+data = Path(tempfile.mkdtemp())
+engine = make_engine(f"sqlite:///{data / 'dualtune.db'}")
+upgrade(engine)
+Repository(engine).create_token("alice", "dt_plugin-test")
+app = create_app(Settings(data_dir=data, launcher="fake"), FakeLauncher(), engine=engine,
+                 reconcile=False)
+server = ThreadedServer(app, free_port())
+server.start()
+with Client(f"http://127.0.0.1:{server.port}", "dt_plugin-test") as client:
+    sys.stdout.write(client.catalog().model_dump_json())
+server.stop()
+"""
+
+
+def test_get_catalog_lists_a_plugin_that_failed_to_load_and_everything_else_works(
+    tmp_path: Path,
+) -> None:
+    site = write_plugin_distribution(tmp_path / "site")
+    done = subprocess.run(
+        [sys.executable, "-c", CATALOG_OVER_HTTP],
+        env=env_with(site),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    catalog = CatalogPublic.model_validate_json(done.stdout)
+    tasks = {t.name: t for t in catalog.tasks}
+    assert tasks["rings"].source == GOOD_SOURCE
+    assert tasks["rings"].parameters["properties"]["n_train"]["default"] == 256
+    assert "two_moons" in tasks
+    assert "broken" not in tasks
+    (broken,) = [e for e in catalog.plugin_errors if e.name == "broken"]
+    assert (broken.group, broken.source) == ("dualtune.tasks", BROKEN_SOURCE)
+    assert broken.error == "failed to import: ImportError: broken_plugin needs the rings extra"
 
 
 def test_importing_the_client_imports_no_training_stack_nor_server_frameworks() -> None:
