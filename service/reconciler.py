@@ -16,6 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
+
+from dualtune.core.spec import Runtime
 from dualtune.service.api.metrics import ServiceMetrics
 from dualtune.service.auth import new_worker_token
 from dualtune.service.db.repository import Repository
@@ -110,6 +113,17 @@ class Reconciler:
                 error=f"gave up after {sweep.launch_count} driver launches: {reason}",
             )
             return
+        try:
+            runtime = Runtime.model_validate(sweep.spec.get("runtime") or {})
+        except ValidationError as exc:  # validated when submitted; only a changed rule can
+            self.repo.finish(
+                sweep.id,
+                self.owner,
+                "failed",
+                trials="failed",
+                error=f"the spec's runtime section is no longer valid: {exc}",
+            )
+            return
         token = new_worker_token()
         launching = self.repo.begin_launch(sweep.id, self.owner, token)
         request = LaunchRequest(
@@ -120,6 +134,7 @@ class Reconciler:
             worker_token=token,
             tracking_uri=self.tracking_uri,
             env=dict(self.driver_env),
+            runtime=runtime,
         )
         try:
             ref = self.launcher.launch(request)

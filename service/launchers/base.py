@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
+
+from dualtune.core.spec import WORKER_TOKEN_ENV, Runtime
 
 
 class DriverState(StrEnum):
@@ -28,10 +32,42 @@ class LaunchRequest:
     worker_token: str = field(repr=False)
     tracking_uri: str
     env: dict[str, str] = field(default_factory=dict)
+    """The service's own variables for every driver (``DUALTUNE_DATA_DIR``, ...)."""
+    runtime: Runtime = field(default_factory=Runtime)
+    """The spec's ``runtime`` section: its pip requirements and environment variables."""
 
     @property
     def submission_id(self) -> str:
         return f"dualtune-{self.sweep_id}-g{self.generation}-l{self.launch}"
+
+    def dualtune_env(self) -> dict[str, str]:
+        """The variables dualtune sets for the driver: the service's (``env``), the worker
+        token and the tracking URI. They win over the spec's ``runtime.env_vars``: a spec may
+        not move the driver's data or tracking elsewhere, nor name the token (the spec's
+        validation refuses ``RESERVED_ENV_VARS``)."""
+        return {
+            **self.env,
+            WORKER_TOKEN_ENV: self.worker_token,
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+        }
+
+
+_REFERENCE = re.compile(r"\$\{([A-Za-z0-9_]+)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def expand_env(value: str, env: Mapping[str, str]) -> str:
+    """``value`` with ``${NAME}`` and ``$NAME`` replaced by ``env``'s values, as Ray expands a
+    ``runtime_env``'s ``env_vars`` (``PYTHONPATH: /plugins:${PYTHONPATH}``): an unset
+    ``${NAME}`` becomes empty, an unset ``$NAME`` stays as written."""
+
+    def substitute(match: re.Match[str]) -> str:
+        braced, bare = match.group(1), match.group(2)
+        name = braced or bare
+        if name in env:
+            return env[name]
+        return "" if braced else match.group(0)
+
+    return _REFERENCE.sub(substitute, value)
 
 
 def driver_command(request: LaunchRequest, python: str = "python") -> list[str]:

@@ -3,10 +3,15 @@
 Each driver gets its own process group, so stopping it takes down the Ray runtime and trial
 processes it started. A driver started by an earlier service process (the service was
 restarted) is found again by pid and start time.
+
+The spec's ``runtime.env_vars`` reach the driver (and, through its local Ray, the trials);
+``runtime.pip`` is not installed here: the driver runs in this machine's environment, and
+says so in its log.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -16,14 +21,15 @@ from pathlib import Path
 
 import psutil
 
-from dualtune.core.spec import WORKER_TOKEN_ENV
 from dualtune.service.errors import LauncherError, Unavailable
 from dualtune.service.launchers.base import (
     DriverState,
     LaunchRequest,
     driver_command,
+    expand_env,
 )
 
+log = logging.getLogger("dualtune.launchers.local")
 STOP_GRACE_S = 15.0
 
 
@@ -52,22 +58,32 @@ class LocalLauncher:
     def _log_path(self, request: LaunchRequest) -> Path:
         return self.log_dir / f"{request.submission_id}.log"
 
+    def driver_env(self, request: LaunchRequest) -> dict[str, str]:
+        """The driver's whole environment: this process's, with the spec's
+        ``runtime.env_vars`` over it (expanded against it, as Ray does), then the variables
+        dualtune sets (``LaunchRequest.dualtune_env``)."""
+        machine = {**os.environ, "DUALTUNE_DATA_DIR": str(self.data_dir)}
+        spec_env = {k: expand_env(v, machine) for k, v in request.runtime.env_vars.items()}
+        return {**machine, **spec_env, **request.dualtune_env(), "PYTHONUNBUFFERED": "1"}
+
     def launch(self, request: LaunchRequest) -> str:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            "DUALTUNE_DATA_DIR": str(self.data_dir),
-            **request.env,
-            WORKER_TOKEN_ENV: request.worker_token,
-            "MLFLOW_TRACKING_URI": request.tracking_uri,
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = self.driver_env(request)
+        pip = request.runtime.pip
         try:
-            with self._log_path(request).open("ab") as log:
+            with self._log_path(request).open("ab") as log_file:
+                if pip:
+                    note = (
+                        f"dualtune: runtime.pip ({', '.join(pip)}) is not installed by the "
+                        "local launcher; the driver runs in this machine's environment\n"
+                    )
+                    log.warning("sweep %s: %s", request.sweep_id, note.strip())
+                    log_file.write(note.encode())
+                    log_file.flush()
                 child = subprocess.Popen(
                     driver_command(request, self.python),
                     stdin=subprocess.DEVNULL,
-                    stdout=log,
+                    stdout=log_file,
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,

@@ -4,6 +4,10 @@ The submission id is derived from the sweep, its generation and launch number, s
 submitting the same launch twice (the service crashed between submit and record) adopts
 the job already there instead of starting a second driver. Ray 2.6x clusters use token
 auth: the token goes in the ``Authorization`` header of every call.
+
+The job's ``runtime_env`` is the launcher's own (from the service's configuration) with the
+spec's ``runtime`` merged in: its pip requirements after the launcher's, its environment
+variables under dualtune's own. Ray applies it to the driver and every trial of the job.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from dualtune.core.spec import WORKER_TOKEN_ENV
 from dualtune.service.errors import LauncherError, Unavailable
 from dualtune.service.launchers.base import (
     DriverState,
@@ -28,6 +31,44 @@ def default_ray_token() -> str | None:
         return token.strip()
     path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
     return path.read_text().strip() if path.is_file() else None
+
+
+def _merged_requirements(existing: object, extra: list[str], field: str) -> object:
+    """``existing`` (a ``runtime_env`` pip or uv field: a list, or a dict with ``packages``)
+    with the requirements of ``extra`` it does not hold yet appended."""
+    if isinstance(existing, list):
+        return [*existing, *(r for r in extra if r not in existing)]
+    if isinstance(existing, dict) and isinstance(existing.get("packages"), list):
+        packages = existing["packages"]
+        return {**existing, "packages": [*packages, *(r for r in extra if r not in packages)]}
+    raise LauncherError(
+        f"the ray launcher's runtime_env sets {field} to {existing!r}, which the spec's "
+        "runtime.pip cannot be added to; give it as a list of requirements"
+    )
+
+
+def job_runtime_env(base: dict[str, Any], request: LaunchRequest) -> dict[str, Any]:
+    """The runtime_env of ``request``'s job: ``base`` (the launcher's) with the spec's
+    ``runtime`` and dualtune's variables merged in."""
+    runtime_env = {**base}
+    runtime_env["env_vars"] = {
+        **request.runtime.env_vars,
+        **(base.get("env_vars") or {}),
+        **request.dualtune_env(),
+    }
+    pip = list(request.runtime.pip)
+    if pip:
+        if "conda" in base:
+            raise LauncherError(
+                "the ray launcher's runtime_env uses conda, and Ray takes conda or pip, not "
+                "both: add the spec's runtime.pip to the conda environment instead"
+            )
+        field = "uv" if "uv" in base else "pip"
+        existing = base.get(field)
+        runtime_env[field] = (
+            pip if existing is None else _merged_requirements(existing, pip, field)
+        )
+    return runtime_env
 
 
 class RayJobsLauncher:
@@ -60,13 +101,7 @@ class RayJobsLauncher:
 
     def launch(self, request: LaunchRequest) -> str:
         jobs = self._jobs()
-        env_vars = {
-            **request.env,
-            WORKER_TOKEN_ENV: request.worker_token,
-            "MLFLOW_TRACKING_URI": request.tracking_uri,
-        }
-        runtime_env = {**self.runtime_env}
-        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env_vars}
+        runtime_env = job_runtime_env(self.runtime_env, request)
         try:
             return str(
                 jobs.submit_job(

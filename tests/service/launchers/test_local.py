@@ -5,11 +5,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import psutil
+import pytest
+
+from dualtune.core.spec import Runtime
 from dualtune.service.launchers import DriverState, LaunchRequest, LocalLauncher
+from dualtune.service.launchers.base import expand_env
 from tests.service.stack import free_port
 
 
-def _request() -> LaunchRequest:
+def _request(runtime: Runtime | None = None, env: dict[str, str] | None = None) -> LaunchRequest:
     return LaunchRequest(
         sweep_id="sw-local0001",
         generation=0,
@@ -17,6 +22,8 @@ def _request() -> LaunchRequest:
         service_url=f"http://127.0.0.1:{free_port()}",  # nobody there: the driver waits
         worker_token="dtw_test",
         tracking_uri="sqlite:////tmp/unused-mlflow.db",
+        env=env or {},
+        runtime=runtime or Runtime(),
     )
 
 
@@ -45,3 +52,54 @@ def test_a_driver_from_an_earlier_service_process_is_found_by_pid(tmp_path: Path
     assert _until(first, ref, DriverState.FAILED) == DriverState.FAILED  # reaped by its parent
     assert restarted.state(ref) == DriverState.GONE
     assert restarted.state("local:999999:1.00") == DriverState.GONE
+
+
+def test_env_references_expand_as_ray_expands_them() -> None:
+    env = {"PYTHONPATH": "/site", "HOME": "/home/u"}
+    assert expand_env("/plugins:${PYTHONPATH}", env) == "/plugins:/site"
+    assert expand_env("$HOME/x", env) == "/home/u/x"
+    assert expand_env("a${UNSET}b", env) == "ab"  # an unset ${NAME} becomes empty
+    assert expand_env("$UNSET/x", env) == "$UNSET/x"  # an unset $NAME stays
+
+
+def test_the_specs_env_vars_sit_over_this_machines_and_under_dualtunes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", "/site")
+    launcher = LocalLauncher(log_dir=tmp_path / "logs", data_dir=tmp_path)
+    request = _request(
+        Runtime(env_vars={"PYTHONPATH": "/plugins:${PYTHONPATH}", "DUALTUNE_DATA_DIR": "/x"}),
+        env={"DUALTUNE_DATA_DIR": str(tmp_path / "drivers")},
+    )
+    env = launcher.driver_env(request)
+    assert env["PYTHONPATH"] == "/plugins:/site"
+    assert env["DUALTUNE_DATA_DIR"] == str(tmp_path / "drivers")  # the service's wins
+    assert env["DUALTUNE_WORKER_TOKEN"] == "dtw_test"
+
+
+def _environ(pid: int) -> dict[str, str]:
+    """The process's environment once it runs the driver (right after the fork, /proc may
+    still show the launcher's)."""
+    deadline = time.monotonic() + 30
+    while True:
+        environ: dict[str, str] = psutil.Process(pid).environ()
+        if "DUALTUNE_WORKER_TOKEN" in environ or time.monotonic() > deadline:
+            return environ
+        time.sleep(0.1)
+
+
+def test_the_driver_process_gets_the_specs_env_vars_and_pip_is_noted(tmp_path: Path) -> None:
+    launcher = LocalLauncher(log_dir=tmp_path / "logs", data_dir=tmp_path)
+    runtime = Runtime(pip=["my-tasks==1.2"], env_vars={"MY_TASKS_HOME": "/data/my-tasks"})
+    ref = launcher.launch(_request(runtime))
+    try:
+        environ = _environ(int(ref.split(":")[1]))
+        assert environ["MY_TASKS_HOME"] == "/data/my-tasks"
+        assert environ["DUALTUNE_WORKER_TOKEN"] == "dtw_test"
+        assert environ["DUALTUNE_DATA_DIR"] == str(tmp_path)
+    finally:
+        launcher.stop(ref)
+        assert _until(launcher, ref, DriverState.FAILED) == DriverState.FAILED
+    assert launcher.logs(ref).startswith(
+        "dualtune: runtime.pip (my-tasks==1.2) is not installed by the local launcher"
+    )

@@ -18,6 +18,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
+from dualtune.core.spec import Runtime
 from dualtune.service.api.app import create_app
 from dualtune.service.auth import new_tenant_token
 from dualtune.service.db.engine import make_engine
@@ -114,6 +115,36 @@ def _request(launch: int = 1) -> LaunchRequest:
         worker_token="dtw_test",
         tracking_uri="sqlite:////tmp/unused-mlflow.db",
     )
+
+
+def test_the_specs_runtime_becomes_the_jobs_runtime_env(jobs_api: str) -> None:
+    """Read back from the Jobs API as Ray stored it. The requirement is one this environment
+    already has (nothing is downloaded), and the job is stopped at once."""
+    launcher = RayJobsLauncher(jobs_api, runtime_env={"env_vars": {"CLUSTER_WIDE": "1"}})
+    runtime = Runtime(pip=["psutil"], env_vars={"MY_TASKS_HOME": "/data/my-tasks"})
+    request = LaunchRequest(
+        sweep_id="sw-rayjobs02",
+        generation=0,
+        launch=1,
+        service_url=f"http://127.0.0.1:{free_port()}",
+        worker_token="dtw_test",
+        tracking_uri="sqlite:////tmp/unused-mlflow.db",
+        env={"DUALTUNE_DATA_DIR": "/srv/dualtune"},
+        runtime=runtime,
+    )
+    ref = launcher.launch(request)
+    try:
+        info = launcher._jobs().get_job_info(ref)
+    finally:
+        launcher.stop(ref)
+    assert info.runtime_env["pip"]["packages"] == ["psutil"]
+    assert info.runtime_env["env_vars"] == {
+        "MY_TASKS_HOME": "/data/my-tasks",
+        "CLUSTER_WIDE": "1",
+        "DUALTUNE_DATA_DIR": "/srv/dualtune",
+        "DUALTUNE_WORKER_TOKEN": "dtw_test",
+        "MLFLOW_TRACKING_URI": "sqlite:////tmp/unused-mlflow.db",
+    }
 
 
 def _until(launcher: RayJobsLauncher, ref: str, state: DriverState) -> DriverState:
