@@ -38,7 +38,8 @@ def test_it_hands_the_spec_to_the_driver_with_the_clis_defaults(
     spec = small_spec()
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
-    assert dualtune.run_sweep(path, storage_path=str(tmp_path / "tune")) == "result"
+    result: object = dualtune.run_sweep(path, storage_path=str(tmp_path / "tune"))
+    assert result == "result"
     (call,) = driven
     assert call["spec"] == spec
     assert call["sweep_id"] == spec_sweep_id(spec)  # as `dualtune run`: resumable
