@@ -1,4 +1,5 @@
-"""``python -m worker run SPEC``: run one sweep on Ray Tune (local by default) with MLflow."""
+"""``python -m dualtune.worker run SPEC``: run one sweep on Ray Tune (local by default) with
+MLflow; ``drive``: run the sweep a dualtune service launched this driver for."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from rich.console import Console
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m dualtune.worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a sweep spec to the end (resumes an earlier run)")
     run.add_argument("spec", type=Path)
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here: Ray and torch take seconds to import, not worth it for a bad spec.
     from dualtune.core.report_table import render_report
     from dualtune.worker.driver import run_sweep
+    from dualtune.worker.preflight import InvalidSweepError
     from dualtune.worker.tracking import tracking_uri_from_env
 
     tracking_uri = tracking_uri_from_env()
@@ -65,14 +67,19 @@ def main(argv: list[str] | None = None) -> int:
         highlight=False,
         soft_wrap=True,
     )
-    result = run_sweep(
-        spec,
-        sweep_id=definition.sweep_id,
-        storage_path=args.storage,
-        tracking_uri=tracking_uri,
-        ray_address=args.ray_address,
-        show_progress=not args.no_progress,
-    )
+    try:
+        result = run_sweep(
+            spec,
+            sweep_id=definition.sweep_id,
+            storage_path=args.storage,
+            tracking_uri=tracking_uri,
+            ray_address=args.ray_address,
+            show_progress=not args.no_progress,
+        )
+    except InvalidSweepError as exc:
+        console.print("[red]the sweep cannot run[/red]", highlight=False)
+        console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        return 2
     # Piped or logged output is not cut at 80 columns: the table is the point of the run.
     render_report(result.report, Console(width=None if sys.stdout.isatty() else 200))
     for record in result.trials:

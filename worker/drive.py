@@ -1,9 +1,12 @@
 """``python -m worker drive``: run the sweep a service launched this driver for.
 
-The driver fetches its sweep (spec, generation, trials to run), runs them with events going
-to the service, then sends every trial's final state once more (a replay is harmless) and
+The driver fetches its sweep (spec, generation, trials to run), checks it here, where the
+spec's plugins are installed (``worker.preflight``), runs the trials with events going to
+the service, then sends every trial's final state once more (a replay is harmless) and
 waits for the service to have them before it exits. Exit status 0 means the service has
-everything; otherwise the service's reconciler relaunches the driver, which resumes.
+everything; otherwise the service's reconciler relaunches the driver, which resumes. A sweep
+that fails the check is failed on the service with the check's message, before any trial
+starts, and the driver exits with status 5 (a relaunch would fail the same way).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dualtune.worker.service_link import (
 )
 
 FLUSH_BUDGET_S = float(os.environ.get("DUALTUNE_EVENTS_FLUSH_S", "300"))
+INVALID_SWEEP = 5
 
 
 def drive_sweep(
@@ -41,6 +45,7 @@ def drive_sweep(
         console.print(f"cannot fetch sweep {sweep_id} from {service_url}: {exc}")
         return 3
     from dualtune.worker.driver import run_sweep
+    from dualtune.worker.preflight import InvalidSweepError
     from dualtune.worker.tracking import tracking_uri_from_env
 
     sink = ServiceEventSink(link, sweep.generation)
@@ -48,18 +53,28 @@ def drive_sweep(
         f"sweep {sweep_id} generation {sweep.generation}: {len(sweep.run_trial_ids)} trials",
         highlight=False,
     )
-    result = run_sweep(
-        sweep.spec,
-        sweep_id=sweep_id,
-        storage_path=storage,
-        tracking_uri=tracking_uri_from_env(),
-        sink=sink,
-        ray_address=ray_address,
-        show_progress=False,
-        only=sweep.run_trial_ids,
-        experiment_name=sweep.experiment_name,
-        finished=sweep.finished,
-    )
+    try:
+        result = run_sweep(
+            sweep.spec,
+            sweep_id=sweep_id,
+            storage_path=storage,
+            tracking_uri=tracking_uri_from_env(),
+            sink=sink,
+            ray_address=ray_address,
+            show_progress=False,
+            only=sweep.run_trial_ids,
+            experiment_name=sweep.experiment_name,
+            finished=sweep.finished,
+        )
+    except InvalidSweepError as exc:
+        console.print(f"sweep {sweep_id} cannot run: {exc}", markup=False, highlight=False)
+        sink.close(0)
+        try:
+            link.fail(sweep.generation, str(exc))
+        except (ServiceRejectedError, ConnectionError) as failure:
+            console.print(f"the service did not take the sweep's failure: {failure}", markup=False)
+        link.close()
+        return INVALID_SWEEP
     for record in result.trials:
         outcome = record.outcome
         sink.emit(

@@ -1,4 +1,9 @@
-"""The sweep driver: expand the spec, run every trial as a Ray Tune trial, write the report.
+"""The sweep driver: check the sweep, run every trial as a Ray Tune trial, write the report.
+
+The check comes first (``worker.preflight``): a sweep that cannot run here raises
+``InvalidSweepError`` before Ray, MLflow or any trial is touched. Tasks and constraint kinds
+that this process registered in-process (``register_task``) travel with the trainable
+(``Registrations``) and are registered again in each trial's process.
 
 A driver started again for the same sweep (same id, same storage path) restores the Tune
 experiment (``Tuner.restore(..., resume_errored=True)``): finished trials are not re-run,
@@ -9,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,7 @@ from dualtune.worker.callbacks import TrialEvents
 from dualtune.worker.events import EventSink, NullSink, register_sink
 from dualtune.worker.pack_trainable import MEMBERS_KEY, member_outcomes, run_unit
 from dualtune.worker.packing import Unit, plan_units
+from dualtune.worker.preflight import check_sweep
 from dualtune.worker.tracking import ensure_experiment, ensure_parent_run, log_sweep_report
 from dualtune.worker.tracking.resilient import ResilientClient
 from dualtune.worker.tracking.sweep_run import final_train_losses
@@ -33,6 +39,7 @@ from dualtune.worker.trainable import (
     PER_SAMPLE_FILE,
     RUN_ID_KEY,
     STATUS_KEY,
+    Registrations,
     TrackingSettings,
 )
 
@@ -161,7 +168,7 @@ def _final_train_losses(result: tune.Result | None) -> np.ndarray | None:
 
 
 def run_sweep(
-    spec: SweepSpec,
+    spec: SweepSpec | Mapping[str, Any],
     *,
     sweep_id: str,
     storage_path: Path | None = None,
@@ -177,7 +184,14 @@ def run_sweep(
 
     ``only`` restricts the run to those trials (a retry), as Tune experiment
     ``experiment_name``; ``finished`` are the sweep's other trials with their MLflow run
-    ids, which the report on the parent run includes."""
+    ids, which the report on the parent run includes. ``spec`` may be the stored document
+    (a service's): it is validated here, where the plugins are installed.
+
+    Raises:
+        InvalidSweepError: the sweep cannot run here (``worker.preflight``); nothing has
+            started.
+    """
+    spec = check_sweep(spec)
     storage = Path(storage_path or default_storage()).resolve()
     storage.mkdir(parents=True, exist_ok=True)
     all_trials = spec.trials()
@@ -213,6 +227,7 @@ def run_sweep(
             trials={t.trial_id: t.model_dump(mode="json") for t in trials},
             units=units,
             tracking=tracking,
+            registrations=Registrations.of_this_process(),
         ),
         _resources(spec),
     )

@@ -32,6 +32,7 @@ from dualtune.worker.trainable import (
     LOGGING_KEY,
     RUN_ID_KEY,
     STATUS_KEY,
+    Registrations,
     TrackingSettings,
     measured_epsilon,
     run_trial,
@@ -167,8 +168,13 @@ def run_unit(
     trials: dict[str, dict[str, Any]],
     units: dict[str, list[str]],
     tracking: TrackingSettings,
+    registrations: Registrations | None = None,
 ) -> None:
-    """Tune entry point: ``config["trial_id"]`` names a unit, a trial or a pack."""
+    """Tune entry point: ``config["trial_id"]`` names a unit, a trial or a pack. The
+    driver's in-process ``registrations`` are registered here first: the trials' configs
+    name them."""
+    if registrations is not None:
+        registrations.apply()
     members = units.get(config["trial_id"], [config["trial_id"]])
     if len(members) == 1:
         run_trial({"trial_id": members[0]}, trials=trials, tracking=tracking)

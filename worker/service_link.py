@@ -18,11 +18,12 @@ from typing import Any
 import httpx
 
 from dualtune.core.reporting import TrialOutcome
-from dualtune.core.spec import SweepSpec
 from dualtune.worker.events import TrialEvent
 
 log = logging.getLogger("dualtune.worker.service")
 BATCH = 500
+ERROR_LIMIT = 20_000
+"""The longest sweep error the service takes (``POST .../failure``)."""
 
 
 class ServiceRejectedError(RuntimeError):
@@ -33,7 +34,9 @@ class ServiceRejectedError(RuntimeError):
 @dataclass(frozen=True)
 class ServiceSweep:
     sweep_id: str
-    spec: SweepSpec
+    spec: dict[str, Any]
+    """The spec as the service stored it: the driver validates it (``worker.preflight``),
+    here, where the sweep's plugins are installed."""
     generation: int
     run_trial_ids: list[str]
     finished: list[tuple[TrialOutcome, str | None]]
@@ -92,7 +95,7 @@ class ServiceLink:
         ]
         return ServiceSweep(
             body["sweep_id"],
-            SweepSpec.model_validate(body["spec"]),
+            dict(body["spec"]),
             int(body["generation"]),
             list(body["run_trial_ids"]),
             finished,
@@ -100,6 +103,19 @@ class ServiceLink:
 
     def post_events(self, batch: dict[str, Any], *, budget_s: float) -> None:
         self._request("POST", f"/{self.sweep_id}/events", json=batch, budget_s=budget_s)
+
+    def fail(self, generation: int, error: str, *, budget_s: float = 120.0) -> bool:
+        """End the sweep ``failed`` with ``error`` before any trial ran (the sweep cannot
+        run: ``worker.preflight``); False when the service had already closed it."""
+        if len(error) > ERROR_LIMIT:
+            error = error[: ERROR_LIMIT - 20] + "\n... (cut)"
+        body = self._request(
+            "POST",
+            f"/{self.sweep_id}/failure",
+            json={"generation": generation, "error": error},
+            budget_s=budget_s,
+        )
+        return bool(body["changed"])
 
     def close(self) -> None:
         self._http.close()

@@ -21,6 +21,9 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from dualtune import core
+from dualtune.core.catalog import CONSTRAINT_KINDS, TASKS
+from dualtune.core.catalog.constraints import ConstraintKindInfo
+from dualtune.core.catalog.tasks import TaskInfo
 from dualtune.core.engine.errors import Diverged
 from dualtune.core.engine.result import EvalReport
 from dualtune.core.spec import TrialConfig
@@ -43,6 +46,31 @@ class TrackingSettings:
     retry_budget_s: float
     """The driver's ``DUALTUNE_MLFLOW_RETRY_BUDGET_S``: Ray workers do not see the driver's
     environment as it is now, so it travels with the trial."""
+
+
+@dataclass(frozen=True)
+class Registrations:
+    """The tasks and constraint kinds the driver registered in-process
+    (``dualtune.register_task``, ``register_constraint_kind``). A trial's process discovers
+    the entry points again but knows nothing of these: the trainable carries them and
+    registers them again before it builds its trial."""
+
+    tasks: tuple[TaskInfo, ...] = ()
+    constraint_kinds: tuple[ConstraintKindInfo, ...] = ()
+
+    @classmethod
+    def of_this_process(cls) -> Registrations:
+        return cls(TASKS.registered_in_process(), CONSTRAINT_KINDS.registered_in_process())
+
+    def apply(self) -> None:
+        """Register every entry here (a no-op for one this process already has, such as
+        the driver's own when a trial runs in the driver's process)."""
+        for kind in self.constraint_kinds:
+            if CONSTRAINT_KINDS.get(kind.name) != kind:
+                CONSTRAINT_KINDS.register(kind)
+        for task in self.tasks:
+            if TASKS.get(task.name) != task:
+                TASKS.register(task)
 
 
 def _load_state(checkpoint: tune.Checkpoint) -> dict[str, Any]:

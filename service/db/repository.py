@@ -513,6 +513,29 @@ class Repository:
                 sweep.status = "running"
         return changed
 
+    def fail_from_driver(self, sweep_id: str, token: str, *, generation: int, error: str) -> bool:
+        """The driver found that the sweep cannot run (its check before any trial): close
+        it ``failed`` with ``error``, its unfinished trials too, and release it (a relaunch
+        would fail the same way). False, changing nothing, for a finished or cancelling
+        sweep or another generation's driver."""
+        with self._unit() as s:
+            row = s.scalar(select(SweepRow).where(SweepRow.id == sweep_id).with_for_update())
+            if row is None or row.worker_token_hash != hash_token(token):
+                raise Unauthorized(
+                    "the worker token does not belong to this sweep's current driver"
+                )
+            if row.status in SWEEP_FINAL or row.status == "cancelling":
+                return False
+            if generation != row.generation:
+                return False
+            now = utcnow()
+            self._finish_trials(s, row.pk, "failed", now, error)
+            row.status, row.error = "failed", error
+            row.finished_at = row.updated_at = now
+            row.lease_owner, row.lease_expires_at = None, None
+            row.worker_token_hash = None
+            return True
+
     # -- the reconciler's side
     def claim(self, owner: str, *, lease_s: float, limit: int | None = None) -> list[Sweep]:
         """Take (or renew) the lease on active sweeps no other live replica holds. Safe with

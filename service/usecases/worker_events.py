@@ -1,4 +1,4 @@
-"""The driver's side of the API: fetch its sweep, report trial events."""
+"""The driver's side of the API: fetch its sweep, report trial events, or fail the sweep."""
 
 from __future__ import annotations
 
@@ -28,3 +28,9 @@ def record_events(
         mlflow_experiment_id=mlflow_experiment_id,
         mlflow_parent_run_id=mlflow_parent_run_id,
     )
+
+
+def fail_sweep(repo: Repository, sweep_id: str, token: str, *, generation: int, error: str) -> int:
+    """The driver's check found that the sweep cannot run: it ends ``failed`` with ``error``
+    (1), unless it had already ended or is being cancelled (0)."""
+    return int(repo.fail_from_driver(sweep_id, token, generation=generation, error=error))

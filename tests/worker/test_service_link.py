@@ -74,10 +74,26 @@ def test_the_driver_fetches_its_sweep(service: tuple[Repository, str, str]) -> N
     link = ServiceLink(url, "sw-link000001", token)
     sweep = link.fetch()
     link.close()
-    assert sweep.spec.name == "link"
+    assert sweep.spec["name"] == "link"  # as stored: the driver validates it (preflight)
     assert sweep.generation == 0
     assert len(sweep.run_trial_ids) == 2
     assert sweep.experiment_name == "sw-link000001"
+
+
+def test_a_driver_whose_check_refuses_the_sweep_fails_it_with_the_message(
+    service: tuple[Repository, str, str],
+) -> None:
+    repo, url, token = service
+    link = ServiceLink(url, "sw-link000001", token)
+    assert link.fail(0, "task 'x' breaks the task contract: " + "x" * 30_000)
+    link.close()
+    tenant = repo.tenant_for_token("dt_sw-link000001")
+    sweep, trials = repo.all_trials(tenant, "sw-link000001")
+    assert sweep.status == "failed"
+    assert sweep.error is not None
+    assert sweep.error.startswith("task 'x' breaks the task contract: xxx")
+    assert sweep.error.endswith("... (cut)")  # kept under the service's limit
+    assert {t.status for t in trials} == {"failed"}
 
 
 def test_a_revoked_token_is_rejected_not_retried(service: tuple[Repository, str, str]) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from pydantic import Field
 
 from dualtune.service.api.deps import Repo, WorkerToken
 from dualtune.service.api.schemas import (
+    Body,
     ErrorPublic,
     EventAck,
     EventBatch,
@@ -14,6 +16,14 @@ from dualtune.service.api.schemas import (
 )
 from dualtune.service.records import TrialUpdate
 from dualtune.service.usecases import worker_events
+
+
+class SweepFailure(Body):
+    """The driver's check found that the sweep cannot run (before any trial started)."""
+
+    generation: int = Field(ge=0)
+    error: str = Field(min_length=1, max_length=20_000)
+
 
 router = APIRouter(
     prefix="/api/v1/worker/sweeps",
@@ -49,5 +59,13 @@ def events(sweep_id: str, body: EventBatch, token: WorkerToken, repo: Repo) -> E
         updates=updates,
         mlflow_experiment_id=body.mlflow_experiment_id,
         mlflow_parent_run_id=body.mlflow_parent_run_id,
+    )
+    return EventAck(changed=changed)
+
+
+@router.post("/{sweep_id}/failure")
+def failure(sweep_id: str, body: SweepFailure, token: WorkerToken, repo: Repo) -> EventAck:
+    changed = worker_events.fail_sweep(
+        repo, sweep_id, token, generation=body.generation, error=body.error
     )
     return EventAck(changed=changed)
