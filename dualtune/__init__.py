@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from dualtune.core.catalog.constraints import ConstraintKindInfo, ConstraintParams
     from dualtune.core.catalog.registry import register_constraint_kind, register_task
     from dualtune.core.catalog.tasks import TaskInfo, TaskParams
-    from dualtune.core.engine.constraints import ConstraintKind
+    from dualtune.core.engine.constraints import Batch, ConstraintKind, KindContext
     from dualtune.core.engine.fit import fit
+    from dualtune.core.engine.observation import ConstraintBatch
     from dualtune.core.spec import SweepSpec, TrialConfig, load_spec
     from dualtune.core.tasks.base import Dataset, Split, Task
     from dualtune.service.client import Client
@@ -47,17 +48,23 @@ _HOMES = {
     "Dataset": "dualtune.core.tasks.base",
     "Split": "dualtune.core.tasks.base",
     "ConstraintKind": "dualtune.core.engine.constraints",
+    "KindContext": "dualtune.core.engine.constraints",
+    "Batch": "dualtune.core.engine.constraints",
+    "ConstraintBatch": "dualtune.core.engine.observation",
     "fit": "dualtune.core.engine.fit",
     "Client": "dualtune.service.client",
     "run_sweep": "dualtune.worker.run",
 }
 
 __all__ = [
+    "Batch",
     "Client",
+    "ConstraintBatch",
     "ConstraintKind",
     "ConstraintKindInfo",
     "ConstraintParams",
     "Dataset",
+    "KindContext",
     "Split",
     "SweepSpec",
     "Task",

@@ -5,9 +5,15 @@ Pure data and pydantic models (no torch): the spec validates against it and the 
 the built-in ones too; their torch-side builders are named by import path and loaded lazily.
 """
 
-from dualtune.core.catalog.constraints import ConstraintKindInfo
+from dualtune.core.catalog.constraints import ConstraintKindInfo, ConstraintParams
 from dualtune.core.catalog.grid_keys import GRID_KEY_DEFAULTS, GRID_KEYS, GridKeyInfo
-from dualtune.core.catalog.methods import METHODS, MethodInfo
+from dualtune.core.catalog.methods import (
+    METHODS,
+    MethodInfo,
+    kinds_for,
+    method_applies,
+    methods_for,
+)
 from dualtune.core.catalog.registry import (
     CONSTRAINT_KINDS,
     TASKS,
@@ -25,11 +31,15 @@ __all__ = [
     "METHODS",
     "TASKS",
     "ConstraintKindInfo",
+    "ConstraintParams",
     "GridKeyInfo",
     "MethodInfo",
     "PluginError",
     "TaskInfo",
     "TaskParams",
+    "kinds_for",
+    "method_applies",
+    "methods_for",
     "plugin_errors",
     "register_constraint_kind",
     "register_task",

@@ -1,10 +1,16 @@
-"""Methods: what each solves, which grid keys it reads and which constraint kinds it fits."""
+"""Methods: what each solves, which grid keys it reads and which constraint kinds it fits.
+
+Which kinds a method fits is read from the constraint-kind registry, so a plugin kind gets
+every method that fits it: a kind names its methods (``ConstraintKindInfo.methods``), else
+each method that fits constraints of its shape (``MethodInfo.per_sample_kinds``).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
-ALL_KINDS = ("sample_loss", "group_rate", "class_loss", "weight_norm", "orthogonality")
+from dualtune.core.catalog.registry import CONSTRAINT_KINDS
 
 
 @dataclass(frozen=True)
@@ -13,10 +19,25 @@ class MethodInfo:
     summary: str
     grid_keys: tuple[str, ...]
     """Every key the method reads; a grid key outside this set does not multiply its trials."""
-    kinds: tuple[str, ...] = ALL_KINDS
     uses_multipliers: bool = True
     defaults: dict[str, float] = field(default_factory=dict)
     """Method-specific defaults that override the global grid-key defaults."""
+    per_sample_kinds: Literal["any", "only", "never"] = "any"
+    """Which kinds the method fits when a kind does not name its methods: any kind, only
+    per-sample kinds (``ConstraintKindInfo.per_sample``) or never those."""
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The registered constraint kinds this method applies to (``kinds_for``)."""
+        return kinds_for(self.name)
+
+    def fits(self, *, per_sample: bool) -> bool:
+        """Whether the method fits a kind that does not name its methods."""
+        if self.per_sample_kinds == "only":
+            return per_sample
+        if self.per_sample_kinds == "never":
+            return not per_sample
+        return True
 
     def keys_for(self, *, uses_epsilon: bool) -> tuple[str, ...]:
         """The grid keys that matter for a trial of this method on a given constraint.
@@ -36,41 +57,36 @@ METHODS: dict[str, MethodInfo] = {
             "erm",
             "mean training loss; constraints ignored (baseline, still measured)",
             ("lr", "seed"),
-            kinds=(*ALL_KINDS, "layer_descent"),
             uses_multipliers=False,
         ),
         MethodInfo(
             "penalty",
             "objective + c·Σ violations₊ with a fixed coefficient c",
             ("epsilon", "penalty", "lr", "seed"),
-            kinds=(*ALL_KINDS, "pinn_residual", "layer_descent"),
             uses_multipliers=False,
         ),
         MethodInfo(
             "cserm",
             "clamped squared ERM: mean([ℓ_i − ε]₊²)",
             ("epsilon", "lr", "seed"),
-            kinds=("sample_loss",),
             uses_multipliers=False,
+            per_sample_kinds="only",
         ),
         MethodInfo(
             "fl",
             "Lagrangian primal-dual (GDA): λ ← Π[λ + η_λ(g − ε)], "
             "primal step on objective + Σλ(g − ε)",
             ("epsilon", "dual_lr", "kp", "nu", "lr", "seed"),
-            kinds=(*ALL_KINDS, "pinn_residual", "layer_descent"),
         ),
         MethodInfo(
             "rfl",
             "resilient FL: slack cost α‖u‖²/2, λ ← Π[λ + η_λ(g − ε − λ/α)]",
             ("epsilon", "alpha", "dual_lr", "kp", "nu", "lr", "seed"),
-            kinds=(*ALL_KINDS, "pinn_residual", "layer_descent"),
         ),
         MethodInfo(
             "alm",
             "augmented Lagrangian (method of multipliers): λ ← Π[λ + η_λ·ρ·(g − ε)]",
             ("epsilon", "rho", "dual_lr", "lr", "seed"),
-            kinds=(*ALL_KINDS, "pinn_residual", "layer_descent"),
             defaults={"dual_lr": 1.0},
         ),
         MethodInfo(
@@ -80,14 +96,29 @@ METHODS: dict[str, MethodInfo] = {
             ("epsilon", "rho", "rho_growth", "rho_max", "lr", "seed"),
             # The acceptance test compares violations between steps; per-sample constraints
             # observe a different batch each step, so the comparison would be noise.
-            kinds=(
-                "group_rate",
-                "class_loss",
-                "weight_norm",
-                "orthogonality",
-                "pinn_residual",
-                "layer_descent",
-            ),
+            per_sample_kinds="never",
         ),
     )
 }
+
+
+def method_applies(method: str, kind: str) -> bool:
+    """Whether ``method`` applies to constraint kind ``kind`` (false for unknown names)."""
+    info, kind_info = METHODS.get(method), CONSTRAINT_KINDS.get(kind)
+    if info is None or kind_info is None:
+        return False
+    if kind_info.methods is not None:
+        return method in kind_info.methods
+    return info.fits(per_sample=kind_info.per_sample)
+
+
+def kinds_for(method: str) -> tuple[str, ...]:
+    """The registered constraint kinds ``method`` applies to, in registry order."""
+    if method not in METHODS:
+        raise KeyError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    return tuple(kind for kind in CONSTRAINT_KINDS if method_applies(method, kind))
+
+
+def methods_for(kind: str) -> tuple[str, ...]:
+    """The methods that apply to constraint kind ``kind``, in catalog order."""
+    return tuple(method for method in METHODS if method_applies(method, kind))

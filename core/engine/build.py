@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 from torch import nn
 
-from dualtune.core.catalog import METHODS
-from dualtune.core.engine.constraints import (
-    ClassLoss,
-    ConstraintKind,
-    GroupRate,
-    LayerDescent,
-    Orthogonality,
-    PinnResidual,
-    SampleLoss,
-    WeightNorm,
-    readout_model,
-)
+from dualtune.core.catalog import CONSTRAINT_KINDS, METHODS, ConstraintKindInfo
+from dualtune.core.engine.constraints import ConstraintKind, KindContext
 from dualtune.core.engine.dual_optimizers import DualOptimizer, GradientAscent, NuPI
 from dualtune.core.engine.methods import ALM, CSERM, ERM, FL, RFL, SAL, Method, Penalty
 from dualtune.core.spec import TrialConfig
-from dualtune.core.tasks.base import Dataset
+from dualtune.core.tasks import load_task
+from dualtune.core.tasks.base import Dataset, Task
 
 
 def resolve_device(name: str) -> torch.device:
@@ -33,39 +26,54 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_constraint_kind(config: TrialConfig, data: Dataset, model: nn.Module) -> ConstraintKind:
-    c = config.constraint
-    if c.kind == "sample_loss":
-        return SampleLoss(data.train.n)
-    if c.kind == "group_rate":
-        names = data.group_names.get(c.attribute)
-        if names is None:
-            raise ValueError(f"task {config.task.name!r} has no group attribute {c.attribute!r}")
-        return GroupRate(
-            c.attribute,
-            len(names),
-            equality=c.equality,
-            temperature=c.temperature,
-            tolerance=c.tolerance,
+def constraint_kind_class(info: ConstraintKindInfo) -> type[ConstraintKind]:
+    """The builder class a catalog entry names (``module:Class``), imported now."""
+    module_name, _, class_name = info.builder.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(
+            f"constraint kind {info.name!r}: cannot import its builder {info.builder!r}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, ConstraintKind)):
+        raise TypeError(
+            f"constraint kind {info.name!r}: builder {info.builder!r} is not a "
+            "dualtune.ConstraintKind subclass"
         )
-    if c.kind == "class_loss":
-        if data.num_classes is None:
-            raise ValueError("class_loss constraints need a classification task")
-        return ClassLoss(data.num_classes, equality=c.equality, tolerance=c.tolerance)
-    if c.kind == "weight_norm":
-        return WeightNorm(model)
-    if c.kind == "orthogonality":
-        return Orthogonality(model)
-    if c.kind == "pinn_residual":
-        return PinnResidual(c.weights, tolerance=c.tolerance)
-    if c.kind == "layer_descent":
-        # The kind folds ε into g = ℓ̄_{l+1} − (1 − ε)ℓ̄_l ≤ 0; the method then runs at ε = 0.
-        return LayerDescent(
-            readout_model(model).num_readouts,
-            epsilon=float(config.value("epsilon")),
-            noise_std=c.noise_std,
+    return cls
+
+
+def build_constraint_kind(
+    config: TrialConfig, data: Dataset, model: nn.Module, *, task: Task | None = None
+) -> ConstraintKind:
+    """The trial's constraint kind, built by the builder its catalog entry names from the
+    trial's ``constraint:`` section (``task`` defaults to the trial's, loaded anew)."""
+    name = config.constraint.kind
+    info = CONSTRAINT_KINDS.get(name)
+    if info is None:
+        raise ValueError(
+            f"unknown constraint kind {name!r}; valid kinds: {', '.join(CONSTRAINT_KINDS)}"
         )
-    raise ValueError(f"unknown constraint kind {c.kind!r}")
+    context = KindContext(
+        config,
+        task if task is not None else load_task(config.task.name, config.task.params),
+        data,
+        model,
+        epsilon=float(config.value("epsilon")),
+    )
+    kind = constraint_kind_class(info).from_spec(config.constraint, context)
+    if not isinstance(kind, ConstraintKind):
+        raise TypeError(
+            f"constraint kind {name!r}: {info.builder}.from_spec returned "
+            f"{type(kind).__name__}, not a ConstraintKind"
+        )
+    if info.per_sample and data is not None and kind.num_constraints() != data.train.n:
+        raise ValueError(
+            f"constraint kind {name!r} is per-sample but has {kind.num_constraints()} "
+            f"constraints for {data.train.n} training samples"
+        )
+    return kind
 
 
 def constraint_epsilon(config: TrialConfig, kind: ConstraintKind) -> float:

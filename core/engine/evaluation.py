@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dualtune.core.engine.constraints import ConstraintKind, GroupRate
+from dualtune.core.engine.constraints import ConstraintKind
 from dualtune.core.engine.forward import forward_split
 from dualtune.core.metrics import tail
 from dualtune.core.tasks.base import Dataset, Split, Task
@@ -46,11 +46,6 @@ def evaluate_split(
         )
         if task.problem == "classification":
             metrics[f"{prefix}/accuracy"] = (task.predictions(output) == split.y).float().mean()
-        if isinstance(kind, GroupRate):
-            positive = task.predictions(output) == 1
-            metrics[f"{prefix}/dp_gap"] = tail.dp_gap(
-                positive, split.groups[kind.attribute], kind.num_groups
-            )
         metrics.update(task.extra_metrics(model, output, split, prefix))
         metrics.update(kind.extra_metrics(task, model, output, split, prefix))
     return SplitEvaluation(metrics, losses, values)

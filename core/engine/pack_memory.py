@@ -47,7 +47,7 @@ def member_bytes(config: TrialConfig) -> int:
     itemsize = next(model.parameters()).element_size()
     opt = config.train.optimizer
     states = OPTIMIZER_STATES.get(opt.name, 1 if opt.momentum else 0)
-    kind = build_constraint_kind(config, data, model)
+    kind = build_constraint_kind(config, data, model, task=task)
     per_entry = 3 if config.dual.optimizer.name == "nupi" else 1
     batch = data.train.x[: config.train.batch_size]
     activations = 2 * _activation_elements(model, batch) + 4 * batch.shape[0]

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from dualtune.core.catalog import CONSTRAINT_KINDS
 from dualtune.core.engine.build import (
     build_constraint_kind,
     build_dual_optimizer,
@@ -50,7 +51,7 @@ from dualtune.core.engine.stacked_optimizers import stacked_optimizer
 from dualtune.core.engine.step import PrimalDualStep
 from dualtune.core.engine.trainer import STATE_VERSION, draw_batches
 from dualtune.core.spec import TrialConfig
-from dualtune.core.spec.packs import pack_key
+from dualtune.core.spec.packs import kind_pack_blocker, pack_key
 from dualtune.core.tasks import Task, load_task
 
 PACK_STATE_VERSION = 1
@@ -89,6 +90,9 @@ class PackTrainer:
     def __init__(self, configs: Sequence[TrialConfig]) -> None:
         if not configs:
             raise ValueError("a pack needs at least one trial")
+        blocker = kind_pack_blocker(configs[0])
+        if blocker is not None:
+            raise NotPackable(blocker)
         if len({pack_key(c) for c in configs}) != 1:
             raise NotPackable(
                 "the trials differ in more than ε, α, dual_lr, ρ, penalty, lr, kp, nu"
@@ -108,7 +112,8 @@ class PackTrainer:
         self.model = self.task.make_model(self.data).to(self.device)
         if any(True for _ in self.model.buffers()):
             raise NotPackable(f"task {first.task.name!r}'s model has buffers (e.g. BatchNorm)")
-        self.kind = build_constraint_kind(first, self.data, self.model)
+        self.kind = build_constraint_kind(first, self.data, self.model, task=self.task)
+        self.per_sample_kind = CONSTRAINT_KINDS[first.constraint.kind].per_sample
         self.dtype = next(self.model.parameters()).dtype
         self._initial = {n: p.detach().clone() for n, p in self.model.named_parameters()}
         self._observer = _Observer(self.model, self.task, self.kind)
@@ -253,11 +258,10 @@ class PackTrainer:
         if trial_id not in self._last_eval:
             self.evaluate()
             position = self.active.index(trial_id)
-        per_sample_kind = self.members[position].constraint.kind == "sample_loss"
         return per_sample_arrays(
             self.data,
             self._last_eval[trial_id],
-            self.multipliers.value[position] if per_sample_kind else None,
+            self.multipliers.value[position] if self.per_sample_kind else None,
         )
 
     def multipliers_of(self, trial_id: str) -> np.ndarray:

@@ -48,10 +48,11 @@ class TrialResult:
         history: one metric dict per evaluation (ARCHITECTURE §3.4 names, plus ``epoch``).
         final: the last evaluation's metrics.
         per_sample: ``train_loss``, ``train_label``, ``val_loss``, ``val_label``,
-            ``multiplier`` (per training sample for ``sample_loss``) and ``{split}_group``
-            arrays where the task has a group attribute.
-        multipliers: the dense multiplier table of the constraint kind (for ``sample_loss``
-            the same values as ``per_sample["multiplier"]``).
+            ``multiplier`` (per training sample, for a per-sample kind such as
+            ``sample_loss``) and ``{split}_group`` arrays where the task has a group
+            attribute.
+        multipliers: the dense multiplier table of the constraint kind (for a per-sample
+            kind the same values as ``per_sample["multiplier"]``).
     """
 
     trial_id: str

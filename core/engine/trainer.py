@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dualtune.core.catalog import CONSTRAINT_KINDS
 from dualtune.core.engine.build import (
     build_constraint_kind,
     build_dual_optimizer,
@@ -69,7 +70,8 @@ class Trainer:
         self.seed = int(config.value("seed"))
         torch.manual_seed(self.seed)
         self.model = self.task.make_model(self.data).to(self.device)
-        self.kind = build_constraint_kind(config, self.data, self.model)
+        self.kind = build_constraint_kind(config, self.data, self.model, task=self.task)
+        self.per_sample_kind = CONSTRAINT_KINDS[config.constraint.kind].per_sample
         self.epsilon = constraint_epsilon(config, self.kind)
         self.method = build_method(config, self.kind)
         dtype = next(self.model.parameters()).dtype
@@ -151,9 +153,8 @@ class Trainer:
         """Per-sample arrays from the last evaluation (evaluates now if there was none)."""
         if not self._last_eval:
             self.evaluate()
-        per_sample_kind = self.config.constraint.kind == "sample_loss"
         return per_sample_arrays(
-            self.data, self._last_eval, self.multipliers.value if per_sample_kind else None
+            self.data, self._last_eval, self.multipliers.value if self.per_sample_kind else None
         )
 
     # -- state

@@ -1,5 +1,16 @@
 """The sweep spec (ARCHITECTURE §3.1): pure pydantic, importable without torch."""
 
+from dualtune.core.catalog.builtin_constraints import (
+    ClassLossConstraint,
+    GroupRateConstraint,
+    InequalityConstraint,
+    LayerDescentConstraint,
+    OrthogonalityConstraint,
+    PinnResidualConstraint,
+    SampleLossConstraint,
+    WeightNormConstraint,
+)
+from dualtune.core.catalog.constraints import ConstraintParams
 from dualtune.core.spec.errors import SpecError
 from dualtune.core.spec.loading import load_spec
 from dualtune.core.spec.metric_names import METRIC_NAMES, metric_names_for
@@ -7,21 +18,17 @@ from dualtune.core.spec.sections import (
     RESERVED_ENV_VARS,
     WORKER_TOKEN_ENV,
     Bound,
-    ClassLossConstraint,
+    Constraint,
     Dual,
     Grid,
-    GroupRateConstraint,
     Limits,
     Logging,
-    OrthogonalityConstraint,
     PrimalOptimizer,
     Resources,
     Runtime,
-    SampleLossConstraint,
     Selection,
     TaskRef,
     Train,
-    WeightNormConstraint,
     unregistered_tasks_allowed,
 )
 from dualtune.core.spec.sweep import SweepSpec
@@ -33,12 +40,17 @@ __all__ = [
     "WORKER_TOKEN_ENV",
     "Bound",
     "ClassLossConstraint",
+    "Constraint",
+    "ConstraintParams",
     "Dual",
     "Grid",
     "GroupRateConstraint",
+    "InequalityConstraint",
+    "LayerDescentConstraint",
     "Limits",
     "Logging",
     "OrthogonalityConstraint",
+    "PinnResidualConstraint",
     "PrimalOptimizer",
     "Resources",
     "Runtime",

@@ -35,26 +35,33 @@ class SpecError(ValueError):
 
     @classmethod
     def from_validation(cls, exc: ValidationError, prefix: str = "") -> SpecError:
-        errors: list[FieldError] = []
-        for err in exc.errors():
-            parts = [str(p) for p in err["loc"] if not _NOISE.match(str(p))]
-            field = ".".join(([prefix] if prefix else []) + parts)
-            ctx = err.get("ctx") or {}
-            if err["type"] == FIELD_ERRORS:
-                for sub, message in ctx["items"]:
-                    errors.append(
-                        {"field": ".".join(p for p in (field, sub) if p), "message": message}
-                    )
-                continue
-            message = str(err["msg"])
-            for p in _PREFIXES:
-                message = message.removeprefix(p)
-            if err["type"] == "extra_forbidden":
-                message = "unknown field; remove it (see the spec reference in ARCHITECTURE §3.1)"
-            errors.append({"field": field, "message": message})
-        return cls(errors)
+        return cls(
+            [{"field": field, "message": message} for field, message in error_items(exc, prefix)]
+        )
 
 
+def error_items(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    """``(field, message)`` for each error of ``exc``: fields as dotted spec paths under
+    ``prefix`` (without pydantic's validator and union names), messages for a person."""
+    items: list[tuple[str, str]] = []
+    for err in exc.errors():
+        parts = [str(p) for p in err["loc"] if not _NOISE.match(str(p))]
+        field = ".".join(([prefix] if prefix else []) + parts)
+        ctx = err.get("ctx") or {}
+        if err["type"] == FIELD_ERRORS:
+            for sub, message in ctx["items"]:
+                items.append((".".join(p for p in (field, sub) if p), message))
+            continue
+        message = str(err["msg"])
+        for p in _PREFIXES:
+            message = message.removeprefix(p)
+        if err["type"] == "extra_forbidden":
+            message = UNKNOWN_FIELD
+        items.append((field, message))
+    return items
+
+
+UNKNOWN_FIELD = "unknown field; remove it (see the spec reference in ARCHITECTURE §3.1)"
 FIELD_ERRORS = "dualtune_field_errors"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dualtune.core.catalog import CONSTRAINT_KINDS
+
 SPLITS = ("train", "val")
 SPLIT_METRICS = (
     "loss_mean",
@@ -30,20 +32,30 @@ METRIC_NAMES: tuple[str, ...] = (
 )
 
 
+KIND_METRICS = frozenset({"dp_gap"})
+"""Split metrics of §3.4 that only the constraint kinds declaring them (in
+``ConstraintKindInfo.extra_metrics``) report: ``dp_gap`` is ``group_rate``'s."""
+
+
 def metric_names_for(
     problem: str, constraint_kind: str, extra: tuple[str, ...] = ()
 ) -> tuple[str, ...]:
     """The metrics a trial of this problem type and constraint kind reports.
 
-    ``extra`` names split metrics that a task or a constraint kind adds (``rel_l2``,
-    ``descent_frac``): each is reported for both splits, as ``train/<name>`` and ``val/<name>``.
+    The kind's own split metrics come from the registry (``ConstraintKindInfo.
+    extra_metrics``); ``extra`` names more that a task adds (``rel_l2``). Each is reported
+    for both splits, as ``train/<name>`` and ``val/<name>``: a §3.4 name in its place in
+    ``METRIC_NAMES``, the others after them.
     """
+    info = CONSTRAINT_KINDS.get(constraint_kind)
+    extra = tuple(dict.fromkeys((*(info.extra_metrics if info else ()), *extra)))
     names = []
     for name in METRIC_NAMES:
-        if name.endswith("/accuracy") and problem != "classification":
+        split_metric = name.partition("/")[2]
+        if split_metric == "accuracy" and problem != "classification":
             continue
-        if name.endswith("/dp_gap") and constraint_kind != "group_rate":
+        if split_metric in KIND_METRICS and split_metric not in extra:
             continue
         names.append(name)
-    names += [f"{s}/{m}" for s in SPLITS for m in extra]
+    names += [f"{s}/{m}" for s in SPLITS for m in extra if m not in SPLIT_METRICS]
     return tuple(names)

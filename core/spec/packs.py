@@ -4,7 +4,9 @@ Trials pack together when they share everything — task, model, data, constrain
 batching, optimizer settings, seed — and differ only in scalar hyperparameters the engine
 can hold per member (ε, α, dual_lr, ρ, rho_growth, rho_max, penalty, kp, nu, lr). Sharing the
 seed means they share the initial model and the batch order, so a packed member trains on
-exactly the batches its unpacked trial would. Pure: the service may use it without torch.
+exactly the batches its unpacked trial would. A constraint kind whose builder is not
+vmap-safe (``ConstraintKindInfo.packable`` false) never packs. Pure: the service may use it
+without torch.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from dualtune.core.catalog import CONSTRAINT_KINDS
 from dualtune.core.spec.trial import TrialConfig
 
 PER_MEMBER_KEYS = frozenset(
@@ -19,16 +22,29 @@ PER_MEMBER_KEYS = frozenset(
 )
 """Grid keys whose values may differ between the members of one pack."""
 
-EPSILON_IN_KIND = frozenset({"layer_descent"})
-"""Constraint kinds that fold ε into the constraint itself (g = ℓ̄_{l+1} − (1 − ε)ℓ̄_l): one
-kind serves a whole pack, so their members must share ε."""
+
+def kind_pack_blocker(trial: TrialConfig) -> str | None:
+    """Why ``trial``'s constraint kind cannot be packed (its builder is not vmap-safe),
+    else ``None``."""
+    info = CONSTRAINT_KINDS.get(trial.constraint.kind)
+    if info is None or info.packable:
+        return None
+    return (
+        f"constraint kind {info.name!r} cannot be packed: its builder is not vmap-safe "
+        "(packable=False); its trials train one by one"
+    )
 
 
 def pack_key(trial: TrialConfig) -> str:
-    """Equal for two trials exactly when they may share a pack."""
+    """Equal for two trials exactly when they may share a pack: never for a kind that
+    cannot be packed. A kind that folds ε into its constraint (``epsilon_in_kind``, e.g.
+    g = ℓ̄_{l+1} − (1 − ε)ℓ̄_l) serves a whole pack, so its members must share ε."""
     shared = trial.model_dump(mode="json", exclude={"trial_id", "index", "params"})
+    info = CONSTRAINT_KINDS.get(trial.constraint.kind)
+    if info is not None and not info.packable:
+        shared["trial_id"] = trial.trial_id
     per_member = PER_MEMBER_KEYS
-    if trial.constraint.kind in EPSILON_IN_KIND:
+    if info is not None and info.epsilon_in_kind:
         per_member = per_member - {"epsilon"}
     shared["params"] = {k: v for k, v in trial.params.items() if k not in per_member}
     return json.dumps(shared, sort_keys=True)

@@ -1,24 +1,37 @@
-"""The sections of a sweep spec (ARCHITECTURE §3.1). Every model forbids unknown keys."""
+"""The sections of a sweep spec (ARCHITECTURE §3.1). Every model forbids unknown keys.
+
+The ``constraint:`` section is each kind's own ``ConstraintParams``, looked up in the
+constraint-kind registry; the built-in kinds' sections live with their descriptions
+(``core.catalog.builtin_constraints``), re-exported by ``core.spec``.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    SerializeAsAny,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from dualtune.core.catalog import GRID_KEYS, TASKS, plugin_errors
-from dualtune.core.spec.errors import field_errors
+from dualtune.core.catalog import (
+    CONSTRAINT_KINDS,
+    GRID_KEYS,
+    TASKS,
+    ConstraintParams,
+    plugin_errors,
+)
+from dualtune.core.spec.errors import UNKNOWN_FIELD, error_items, field_errors
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
@@ -98,103 +111,54 @@ class TaskRef(Section):
         return {**data, "params": validated.model_dump(mode="json")}
 
 
-class InequalityConstraint(Section):
-    """A kind whose constraints are inequalities g ≤ ε, with ε a swept grid key."""
-
-    @property
-    def equality(self) -> bool:
-        return False
-
-    @property
-    def uses_epsilon(self) -> bool:
-        return True
-
-
-class SampleLossConstraint(InequalityConstraint):
-    """ℓ_i(θ) ≤ ε for every training sample."""
-
-    kind: Literal["sample_loss"]
+def _unknown_kind_message(kind: object) -> str:
+    message = f"unknown constraint kind {kind!r}; valid kinds: {', '.join(CONSTRAINT_KINDS)}"
+    broken = [e.name for e in CONSTRAINT_KINDS.errors]
+    if broken:
+        message += (
+            f" ({len(broken)} plugin(s) failed to load: {', '.join(broken)}; "
+            "`dualtune catalog` says why)"
+        )
+    return message
 
 
-class GroupRateConstraint(Section):
-    """Per-group positive rate − overall rate = 0 (``equality``) or |·| ≤ ε."""
-
-    kind: Literal["group_rate"]
-    attribute: str
-    equality: bool = False
-    temperature: PositiveFloat = 8.0
-    tolerance: NonNegativeFloat = 0.01
-
-    @property
-    def uses_epsilon(self) -> bool:
-        # The equality targets a zero gap: ε is not read, so it does not multiply trials.
-        return not self.equality
-
-
-class ClassLossConstraint(Section):
-    """Per-class mean loss ≤ ε (or = ε)."""
-
-    kind: Literal["class_loss"]
-    equality: bool = False
-    tolerance: NonNegativeFloat = 0.01
-
-    @property
-    def uses_epsilon(self) -> bool:
-        return True
-
-
-class WeightNormConstraint(InequalityConstraint):
-    """‖W_l‖²_F ≤ ε per weight matrix."""
-
-    kind: Literal["weight_norm"]
-
-
-class OrthogonalityConstraint(InequalityConstraint):
-    """‖W_l W_lᵀ − I‖_F ≤ ε per weight matrix."""
-
-    kind: Literal["orthogonality"]
+def _registered_constraint(data: Any) -> Any:
+    """The ``constraint:`` section validated by its kind's own ``ConstraintParams`` (the
+    registry's), so a plugin kind's section is checked like a built-in one's."""
+    if isinstance(data, ConstraintParams):
+        info = CONSTRAINT_KINDS.get(data.kind)
+        if info is not None and isinstance(data, info.params):
+            return data
+        data = data.model_dump()
+    if not isinstance(data, Mapping):
+        raise field_errors(
+            [("", f"must be a mapping with a kind; valid kinds: {', '.join(CONSTRAINT_KINDS)}")]
+        )
+    if "kind" not in data:
+        raise field_errors(
+            [("kind", f"Field required; valid kinds: {', '.join(CONSTRAINT_KINDS)}")]
+        )
+    kind = data["kind"]
+    info = CONSTRAINT_KINDS.get(kind) if isinstance(kind, str) else None
+    if info is None:
+        raise field_errors([("kind", _unknown_kind_message(kind))])
+    try:
+        return info.params.model_validate(data)
+    except ValidationError as exc:
+        valid = ", ".join(info.params.model_fields)
+        raise field_errors(
+            [
+                (field, f"unknown field of constraint kind {kind!r}; valid fields: {valid}")
+                if message == UNKNOWN_FIELD
+                else (field, message)
+                for field, message in error_items(exc)
+            ]
+        ) from None
 
 
-class PinnResidualConstraint(Section):
-    """A PDE task's residuals as equality constraints: w_k·mean(res_k²) = 0 for the initial
-    condition, the boundary condition and the PDE (k = IC, BC, PDE). Rescaling an equality
-    leaves its feasible set unchanged, but the weights set the terms of the ``penalty``
-    method: weights (100, 100, 1) with penalty 1 is the weighted PINN loss."""
-
-    kind: Literal["pinn_residual"]
-    equality: Literal[True] = True
-    weights: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = (1.0, 1.0, 1.0)
-    """w_IC, w_BC, w_PDE."""
-    tolerance: NonNegativeFloat = 1e-3
-    """A weighted mean squared residual at most this counts as satisfied (feasible_frac)."""
-
-    @property
-    def uses_epsilon(self) -> bool:
-        # The residuals are driven to 0: ε is not read, so it does not multiply trials.
-        return False
-
-
-class LayerDescentConstraint(InequalityConstraint):
-    """Layerwise descent (arXiv 2601.17257): with ℓ̄_l the mean loss of the readout after
-    block l, ℓ̄_{l+1} ≤ (1 − ε) ℓ̄_l for every block transition; needs a model with a
-    readout per block (digits ``model: resmlp``). ε is the swept grid key, in [0, 1)."""
-
-    kind: Literal["layer_descent"]
-    noise_std: NonNegativeFloat = 0.5
-    """Standard deviation of the Gaussian input noise for ``<split>/noisy_accuracy``, in
-    input units (digits pixels lie in [0, 1])."""
-
-
-Constraint = Annotated[
-    SampleLossConstraint
-    | GroupRateConstraint
-    | ClassLossConstraint
-    | WeightNormConstraint
-    | OrthogonalityConstraint
-    | PinnResidualConstraint
-    | LayerDescentConstraint,
-    Field(discriminator="kind"),
-]
+Constraint = Annotated[SerializeAsAny[ConstraintParams], BeforeValidator(_registered_constraint)]
+"""A ``constraint:`` section of any registered kind, validated by the kind's own params
+class; ``model_dump`` keeps the kind's fields."""
 
 GridValues = tuple[float, ...]
 

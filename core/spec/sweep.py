@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator
 
-from dualtune.core.catalog import CONSTRAINT_KINDS, METHODS, TASKS
+from dualtune.core.catalog import CONSTRAINT_KINDS, METHODS, TASKS, method_applies, methods_for
 from dualtune.core.spec.errors import field_errors
 from dualtune.core.spec.expansion import count_trials, method_points, trial_id
 from dualtune.core.spec.metric_names import metric_names_for
@@ -26,41 +26,6 @@ from dualtune.core.spec.sections import (
 from dualtune.core.spec.trial import TrialConfig
 
 Pack = Literal["auto", "off"] | Annotated[int, Field(ge=1)]
-
-
-def _layer_descent_problems(
-    task: TaskRef, epsilon: tuple[float, ...] | None
-) -> list[tuple[str, str]]:
-    """``layer_descent`` reads a readout after every block: the task's model must have them
-    (``model: resmlp``) and at least two blocks; and ε < 1, since (1 − ε) scales a loss."""
-    items: list[tuple[str, str]] = []
-    model = task.params.get("model")
-    if model != "resmlp":
-        items.append(
-            (
-                "task.params.model",
-                f"layer_descent needs a model with a readout after every block; "
-                f"task {task.name!r} has model {model!r}: set task.params.model: resmlp",
-            )
-        )
-    elif int(task.params.get("blocks", 0)) < 2:
-        items.append(
-            (
-                "task.params.blocks",
-                "layer_descent constrains block transitions and needs blocks ≥ 2, "
-                f"got {task.params.get('blocks')}",
-            )
-        )
-    bad = [e for e in epsilon or () if e >= 1]
-    if bad:
-        items.append(
-            (
-                "grid.epsilon",
-                f"layer_descent needs ε < 1 (the bound is (1 − ε) × the previous layer's "
-                f"loss), got {bad}",
-            )
-        )
-    return items
 
 
 def _selection_problems(
@@ -116,25 +81,6 @@ class SweepSpec(BaseModel):
         with unregistered_tasks_allowed(bool(pip)):
             return handler(data)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _constraint_kind_named(cls, data: object) -> object:
-        # Pydantic's own message for a bad discriminator lists the kinds too, but reads
-        # poorly; name the field and the valid choices plainly.
-        if isinstance(data, dict) and isinstance(data.get("constraint"), dict):
-            kind = data["constraint"].get("kind")
-            if kind is not None and kind not in CONSTRAINT_KINDS:
-                raise field_errors(
-                    [
-                        (
-                            "constraint.kind",
-                            f"unknown constraint kind {kind!r}; "
-                            f"valid kinds: {', '.join(CONSTRAINT_KINDS)}",
-                        )
-                    ]
-                )
-        return data
-
     @model_validator(mode="after")
     def _consistent(self) -> SweepSpec:
         items: list[tuple[str, str]] = []
@@ -153,13 +99,9 @@ class SweepSpec(BaseModel):
                     )
         if self.task.registered:
             task = TASKS[self.task.name]
-            valid_metrics = metric_names_for(
-                task.problem, self.constraint.kind, task.extra_metrics + kind.extra_metrics
-            )
+            valid_metrics = metric_names_for(task.problem, kind.name, task.extra_metrics)
         else:  # the driver checks the metrics against the plugin's problem type
-            valid_metrics = metric_names_for(
-                "classification", self.constraint.kind, kind.extra_metrics
-            )
+            valid_metrics = metric_names_for("classification", kind.name)
         items += _selection_problems(self.selection, valid_metrics)
         if not items:
             n = count_trials(self)
@@ -200,8 +142,8 @@ class SweepSpec(BaseModel):
                     f"kinds for {task.name}: {', '.join(supported)}",
                 )
             )
-        elif kind.name == "layer_descent":
-            items += _layer_descent_problems(self.task, self.grid.epsilon)
+        else:
+            items += self.constraint.problems(task, self.task.params, self.grid.epsilon)
         if kind.needs_group_attribute:
             attribute = getattr(self.constraint, "attribute", None)
             if not task.group_attributes:
@@ -236,8 +178,8 @@ class SweepSpec(BaseModel):
                         f"unknown method {method!r}; valid methods: {', '.join(METHODS)}",
                     )
                 )
-            elif self.constraint.kind not in info.kinds:
-                fitting = [m for m, mi in METHODS.items() if self.constraint.kind in mi.kinds]
+            elif not method_applies(method, self.constraint.kind):
+                fitting = methods_for(self.constraint.kind)
                 items.append(
                     (
                         f"methods.{i}",

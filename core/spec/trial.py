@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from dualtune.core.catalog import GRID_KEY_DEFAULTS, METHODS
+from dualtune.core.catalog import GRID_KEY_DEFAULTS, METHODS, method_applies
 from dualtune.core.spec.errors import field_errors
 from dualtune.core.spec.sections import (
     Constraint,
@@ -57,7 +57,7 @@ class TrialConfig(BaseModel):
                     )
                 ]
             )
-        if self.constraint.kind not in info.kinds:
+        if not method_applies(self.method, self.constraint.kind):
             raise field_errors(
                 [
                     (

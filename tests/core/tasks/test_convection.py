@@ -266,14 +266,14 @@ def test_the_residual_constraint_section() -> None:
     # The residuals are driven to 0: ε is not read and does not multiply the trials.
     assert spec.count_trials() == 2
 
-    # Pydantic's errors inside the constraint union carry the kind in the field path.
+    # The kind's own params class validates the section: errors name the field as written.
     def fields(**constraint: Any) -> list[str]:
         return [f for f, _ in errors_of(constraint={"kind": "pinn_residual", **constraint})]
 
-    assert fields(equality=False) == ["constraint.pinn_residual.equality"]
-    assert fields(weights=[1, 1]) == ["constraint.pinn_residual.weights.2"]  # missing
-    assert fields(weights=[1, -1, 1]) == ["constraint.pinn_residual.weights.1"]
-    assert fields(tolerance=-1) == ["constraint.pinn_residual.tolerance"]
+    assert fields(equality=False) == ["constraint.equality"]
+    assert fields(weights=[1, 1]) == ["constraint.weights.2"]  # missing
+    assert fields(weights=[1, -1, 1]) == ["constraint.weights.1"]
+    assert fields(tolerance=-1) == ["constraint.tolerance"]
 
 
 @pytest.mark.parametrize(
