@@ -43,14 +43,21 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 class ClientError(Exception):
     """A request the service refused or could not answer.
 
-    ``status`` is the HTTP status (``None``: the service could not be reached), ``detail``
-    the service's message and ``errors`` its per-field errors (``{field, message}``, for a
-    422); ``str(error)`` is all of it, one line per field."""
+    ``status`` is the HTTP status (``None`` when there was no answer), ``detail`` the
+    service's message and ``errors`` its per-field errors (``{field, message}``, for a 422);
+    ``str(error)`` is all of it, one line per field. ``unreachable``: the service did not
+    answer at all (not running, wrong URL, network down)."""
 
     def __init__(
-        self, message: str, *, status: int | None = None, errors: list[FieldError] | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        errors: list[FieldError] | None = None,
+        unreachable: bool = False,
     ) -> None:
         self.status = status
+        self.unreachable = unreachable
         self.detail = message
         self.errors: list[FieldError] = list(errors or [])
         lines = [f"{status}: {message}" if status is not None else message]
@@ -58,11 +65,6 @@ class ClientError(Exception):
         if len(self.errors) > 1 or any(e["field"] not in message for e in self.errors):
             lines += [f"  {e['field']}: {e['message']}" for e in self.errors]
         super().__init__("\n".join(lines))
-
-    @property
-    def unreachable(self) -> bool:
-        """The service did not answer at all (not running, wrong URL, network down)."""
-        return self.status is None
 
 
 def default_url() -> str:
@@ -243,7 +245,8 @@ class Client:
         except httpx.TransportError as exc:
             raise ClientError(
                 f"cannot reach the dualtune service at {self.url} ({exc}); start it with "
-                "`dualtune up`, or point DUALTUNE_URL at it"
+                "`dualtune up`, or point DUALTUNE_URL at it",
+                unreachable=True,
             ) from None
         if response.status_code >= 400:
             raise _error(response)
