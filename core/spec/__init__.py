@@ -29,6 +29,7 @@ from dualtune.core.spec.sections import (
     Selection,
     TaskRef,
     Train,
+    UnregisteredConstraint,
     unregistered_tasks_allowed,
 )
 from dualtune.core.spec.sweep import SweepSpec
@@ -61,6 +62,7 @@ __all__ = [
     "TaskRef",
     "Train",
     "TrialConfig",
+    "UnregisteredConstraint",
     "WeightNormConstraint",
     "load_spec",
     "metric_names_for",

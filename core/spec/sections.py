@@ -50,8 +50,9 @@ _UNREGISTERED_TASKS_ALLOWED: ContextVar[bool] = ContextVar(
 @contextmanager
 def unregistered_tasks_allowed(allowed: bool = True) -> Iterator[None]:
     """Within this block a ``TaskRef`` may name a task this process does not know (its
-    parameters pass unchecked): a spec whose ``runtime.pip`` installs the plugin that
-    provides it, which the sweep's driver validates where the plugin is installed."""
+    parameters pass unchecked), and a constraint section a kind it does not know
+    (``UnregisteredConstraint``): a spec whose ``runtime.pip`` installs the plugin that
+    provides them, which the sweep's driver validates where the plugin is installed."""
     token = _UNREGISTERED_TASKS_ALLOWED.set(allowed)
     try:
         yield
@@ -122,6 +123,15 @@ def _unknown_kind_message(kind: object) -> str:
     return message
 
 
+class UnregisteredConstraint(ConstraintParams):
+    """The section of a constraint kind this process does not know, accepted only where
+    unregistered plugins are (``unregistered_tasks_allowed``, a spec with ``runtime.pip``):
+    its fields pass unchecked, its methods and metrics too; the sweep's driver validates
+    them where the plugin is installed. ε is taken as swept (``uses_epsilon``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
 def _registered_constraint(data: Any) -> Any:
     """The ``constraint:`` section validated by its kind's own ``ConstraintParams`` (the
     registry's), so a plugin kind's section is checked like a built-in one's."""
@@ -141,6 +151,8 @@ def _registered_constraint(data: Any) -> Any:
     kind = data["kind"]
     info = CONSTRAINT_KINDS.get(kind) if isinstance(kind, str) else None
     if info is None:
+        if isinstance(kind, str) and kind and _UNREGISTERED_TASKS_ALLOWED.get():
+            return UnregisteredConstraint.model_validate(data)
         raise field_errors([("kind", _unknown_kind_message(kind))])
     try:
         return info.params.model_validate(data)
@@ -158,7 +170,8 @@ def _registered_constraint(data: Any) -> Any:
 
 Constraint = Annotated[SerializeAsAny[ConstraintParams], BeforeValidator(_registered_constraint)]
 """A ``constraint:`` section of any registered kind, validated by the kind's own params
-class; ``model_dump`` keeps the kind's fields."""
+class (or an ``UnregisteredConstraint``, see there); ``model_dump`` keeps the kind's
+fields."""
 
 GridValues = tuple[float, ...]
 

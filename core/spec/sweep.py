@@ -6,7 +6,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator
 
-from dualtune.core.catalog import CONSTRAINT_KINDS, METHODS, TASKS, method_applies, methods_for
+from dualtune.core.catalog import (
+    CONSTRAINT_KINDS,
+    METHODS,
+    TASKS,
+    ConstraintKindInfo,
+    method_applies,
+    methods_for,
+)
 from dualtune.core.spec.errors import field_errors
 from dualtune.core.spec.expansion import count_trials, method_points, trial_id
 from dualtune.core.spec.metric_names import metric_names_for
@@ -74,8 +81,8 @@ class SweepSpec(BaseModel):
     def _plugin_tasks_with_runtime_pip(
         cls, data: object, handler: ModelWrapValidatorHandler[SweepSpec]
     ) -> SweepSpec:
-        # A task this process does not know is accepted when runtime.pip installs it where
-        # the sweep runs: its parameters are checked there, by the driver, before any trial.
+        # A task or constraint kind this process does not know is accepted when runtime.pip
+        # installs it where the sweep runs: the driver checks it there, before any trial.
         runtime = data.get("runtime") if isinstance(data, dict) else None
         pip = runtime.get("pip") if isinstance(runtime, dict) else None
         with unregistered_tasks_allowed(bool(pip)):
@@ -84,9 +91,9 @@ class SweepSpec(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> SweepSpec:
         items: list[tuple[str, str]] = []
-        kind = CONSTRAINT_KINDS[self.constraint.kind]
-        if self.task.registered:
-            items += self._task_problems()
+        kind = CONSTRAINT_KINDS.get(self.constraint.kind)  # None: runtime.pip's, unchecked
+        if self.task.registered and kind is not None:
+            items += self._task_problems(kind)
         items += self._method_problems()
         if self.dual.optimizer.name == "ga":
             for key in ("kp", "nu"):
@@ -97,12 +104,15 @@ class SweepSpec(BaseModel):
                             f"{key} is a νPI gain; set dual.optimizer: {{name: nupi}} to sweep it",
                         )
                     )
-        if self.task.registered:
-            task = TASKS[self.task.name]
-            valid_metrics = metric_names_for(task.problem, kind.name, task.extra_metrics)
-        else:  # the driver checks the metrics against the plugin's problem type
-            valid_metrics = metric_names_for("classification", kind.name)
-        items += _selection_problems(self.selection, valid_metrics)
+        # The driver checks the metrics of a plugin it installs: against the plugin task's
+        # problem type, the plugin kind's metrics.
+        if kind is not None:
+            if self.task.registered:
+                task = TASKS[self.task.name]
+                valid_metrics = metric_names_for(task.problem, kind.name, task.extra_metrics)
+            else:
+                valid_metrics = metric_names_for("classification", kind.name)
+            items += _selection_problems(self.selection, valid_metrics)
         if not items:
             n = count_trials(self)
             if n > self.limits.max_trials:
@@ -118,11 +128,10 @@ class SweepSpec(BaseModel):
             raise field_errors(items)
         return self
 
-    def _task_problems(self) -> list[tuple[str, str]]:
+    def _task_problems(self, kind: ConstraintKindInfo) -> list[tuple[str, str]]:
         """What does not fit the (registered) task: constraint kind, attribute."""
         items: list[tuple[str, str]] = []
         task = TASKS[self.task.name]
-        kind = CONSTRAINT_KINDS[self.constraint.kind]
         if kind.needs_classification and task.problem != "classification":
             items.append(
                 (
@@ -178,7 +187,9 @@ class SweepSpec(BaseModel):
                         f"unknown method {method!r}; valid methods: {', '.join(METHODS)}",
                     )
                 )
-            elif not method_applies(method, self.constraint.kind):
+            elif self.constraint.kind in CONSTRAINT_KINDS and not method_applies(
+                method, self.constraint.kind
+            ):
                 fitting = methods_for(self.constraint.kind)
                 items.append(
                     (

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from dualtune.core.catalog import GRID_KEY_DEFAULTS, METHODS, method_applies
+from dualtune.core.catalog import CONSTRAINT_KINDS, GRID_KEY_DEFAULTS, METHODS, method_applies
 from dualtune.core.spec.errors import field_errors
 from dualtune.core.spec.sections import (
     Constraint,
@@ -57,7 +57,10 @@ class TrialConfig(BaseModel):
                     )
                 ]
             )
-        if not method_applies(self.method, self.constraint.kind):
+        # A kind this process does not know passed only as runtime.pip's: unchecked here.
+        if self.constraint.kind in CONSTRAINT_KINDS and not method_applies(
+            self.method, self.constraint.kind
+        ):
             raise field_errors(
                 [
                     (

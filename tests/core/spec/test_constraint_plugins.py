@@ -10,7 +10,7 @@ import pytest
 
 from dualtune import ConstraintKindInfo, ConstraintParams, TaskInfo, register_constraint_kind
 from dualtune.core.catalog import CONSTRAINT_KINDS, METHODS, kinds_for, method_applies
-from dualtune.core.spec import SpecError, SweepSpec, TrialConfig, load_spec
+from dualtune.core.spec import SpecError, SweepSpec, TrialConfig, UnregisteredConstraint, load_spec
 from dualtune.core.spec.packs import kind_pack_blocker, pack_groups, pack_key
 from tests.core.engine import plugin_kind
 from tests.core.engine.plugin_kind import GroupMeanLossParams
@@ -247,3 +247,28 @@ def test_a_malformed_kind_is_refused_when_it_is_described(
 ) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         dataclasses.replace(plugin_kind.INFO, **change)
+
+
+def test_an_unknown_kind_passes_unchecked_only_when_runtime_pip_installs_it() -> None:
+    doc = {
+        **BASE,
+        "task": {"name": "german_credit_elsewhere", "params": {"split_seed": 1}},
+        "constraint": {"kind": "group_fnr_elsewhere", "attribute": "sex", "temperature": 4},
+        "methods": ["erm", "fl", "sal"],
+        "grid": {"epsilon": [0.05, 0.1]},
+        "selection": {"metric": "val/fnr_max"},
+    }
+    [(field, message)] = [
+        (f, m) for f, m in errors_of(**{**doc, "task": BASE["task"]}) if f.startswith("constr")
+    ]
+    assert (field, message.split(";")[0]) == (
+        "constraint.kind",
+        "unknown constraint kind 'group_fnr_elsewhere'",
+    )
+    spec = load_spec({**doc, "runtime": {"pip": ["dualtune-credit==0.1.0"]}})
+    assert isinstance(spec.constraint, UnregisteredConstraint)
+    assert spec.model_dump(mode="json")["constraint"] == doc["constraint"]
+    assert SweepSpec.model_validate_json(spec.model_dump_json()) == spec
+    trials = spec.trials()
+    assert [t.method for t in trials] == ["erm", "fl", "fl", "sal", "sal"]  # ε swept
+    assert trials[1].constraint == spec.constraint
