@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from dualtune.core.engine.observation import ConstraintBatch
     from dualtune.core.spec import SweepSpec, TrialConfig, load_spec
     from dualtune.core.tasks.base import Dataset, Split, Task
-    from dualtune.service.client import Client
+    from dualtune.service.client import Client, ClientError
     from dualtune.worker.run import run_sweep
 
 __version__ = "0.1.0"
@@ -53,6 +53,7 @@ _HOMES = {
     "ConstraintBatch": "dualtune.core.engine.observation",
     "fit": "dualtune.core.engine.fit",
     "Client": "dualtune.service.client",
+    "ClientError": "dualtune.service.client",
     "run_sweep": "dualtune.worker.run",
 }
 

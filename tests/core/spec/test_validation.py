@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from dualtune.core.catalog import CONSTRAINT_KINDS, TASKS
 from dualtune.core.spec import SpecError, SweepSpec, load_spec
 
 BASE: dict[str, Any] = {
@@ -29,8 +30,9 @@ def errors_of(**overrides: Any) -> list[tuple[str, str]]:
         (
             {"task": {"name": "mnist"}},
             "task.name",
-            "unknown task 'mnist'; valid tasks: adult, cifar10, compas, convection, cps_wages, "
-            "digits, fashion_mnist, iris_svm, polyfit, two_moons",
+            # Every registered task: the built-in ones, and plugins' where installed (CI
+            # installs examples/plugins/dualtune-credit).
+            f"unknown task 'mnist'; valid tasks: {', '.join(sorted(TASKS))}",
         ),
         (
             {"task": {"name": "two_moons", "params": {"bogus": 1}}},
@@ -41,9 +43,7 @@ def errors_of(**overrides: Any) -> list[tuple[str, str]]:
         (
             {"constraint": {"kind": "fairness"}},
             "constraint.kind",
-            "unknown constraint kind 'fairness'; valid kinds: "
-            "sample_loss, group_rate, class_loss, weight_norm, orthogonality, layer_descent, "
-            "pinn_residual",
+            f"unknown constraint kind 'fairness'; valid kinds: {', '.join(CONSTRAINT_KINDS)}",
         ),
         (
             {"methods": ["fl", "sgd"]},
@@ -80,8 +80,8 @@ def errors_of(**overrides: Any) -> list[tuple[str, str]]:
         (
             {"task": {"name": "digits"}, "constraint": {"kind": "group_rate", "attribute": "a"}},
             "constraint.attribute",
-            "task 'digits' has no group attributes; tasks with groups: two_moons, adult, compas, "
-            "cps_wages",
+            "task 'digits' has no group attributes; tasks with groups: "
+            + ", ".join(t.name for t in TASKS.values() if t.group_attributes),
         ),
         (
             {"task": {"name": "polyfit"}, "constraint": {"kind": "class_loss"}},
@@ -107,6 +107,30 @@ def test_invalid_specs_name_the_field_and_the_fix(
     if field == "grid" and "limits" not in overrides:
         overrides = {**overrides, "limits": {"max_trials": 100}}
     assert (field, message) in errors_of(**overrides)
+
+
+def test_the_built_in_tasks_and_kinds_come_first_in_their_own_order() -> None:
+    assert list(TASKS)[:10] == [
+        "two_moons",
+        "digits",
+        "iris_svm",
+        "polyfit",
+        "fashion_mnist",
+        "cifar10",
+        "adult",
+        "compas",
+        "cps_wages",
+        "convection",
+    ]
+    assert list(CONSTRAINT_KINDS)[:7] == [
+        "sample_loss",
+        "group_rate",
+        "class_loss",
+        "weight_norm",
+        "orthogonality",
+        "layer_descent",
+        "pinn_residual",
+    ]
 
 
 def test_unknown_selection_metric_lists_the_valid_metrics() -> None:
