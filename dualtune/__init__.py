@@ -60,6 +60,7 @@ _HOMES = {
 __all__ = [
     "Batch",
     "Client",
+    "ClientError",
     "ConstraintBatch",
     "ConstraintKind",
     "ConstraintKindInfo",
