@@ -155,6 +155,15 @@ def test_the_docs_plugin_installs_and_runs_as_written(tmp_path: Path) -> None:
     assert " ".join(said[2].split()) in message
 
 
+def test_the_docs_python_is_ruff_clean(tmp_path: Path) -> None:
+    root = write_example(tmp_path)  # the package's modules (the notebook cell prints)
+    ruff = str(Path(sys.executable).parent / "ruff")
+    config = ("--config", str(ROOT / "pyproject.toml"))
+    for check in (["check", *config, "."], ["format", *config, "--check", "."]):
+        done = subprocess.run([ruff, *check], capture_output=True, text=True, cwd=root)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_the_docs_notebook_cell_runs_without_installing(tmp_path: Path) -> None:
     root = write_example(tmp_path)
     done = subprocess.run(

@@ -61,7 +61,7 @@ CATEGORICAL = tuple(c for c in COLUMNS if c not in NUMERIC and c != "credit")
 PROTECTED = ("personal_status_and_sex", "age_years")
 SEX = {"A91": "male", "A92": "female", "A93": "male", "A94": "male", "A95": "female"}
 YOUNG_BELOW = 25
-GROUPS = {"sex": ("female", "male"), "age": ("young", "older")}
+GROUPS: dict[str, tuple[str, ...]] = {"sex": ("female", "male"), "age": ("young", "older")}
 
 
 def read_german() -> pd.DataFrame:
