@@ -122,7 +122,7 @@ def test_the_docs_plugin_installs_and_runs_as_written(tmp_path: Path) -> None:
     assert run[:2] == ["dualtune", "run"]
     validated = dualtune_cli(*validate[1:])
     assert validated.returncode == 0, validated.stdout + validated.stderr
-    total, _, per_method = validate_says.partition(": ")  # "5 trials: erm 1, fl 2, alm 2"
+    total, _, per_method = validate_says.partition(": ")  # "3 trials: erm 1, fl 2"
     assert f"{total}" in validated.stdout
     assert f"per method: {per_method}" in validated.stdout
     ran = dualtune_cli(*run[1:], "--no-progress")
@@ -133,7 +133,7 @@ def test_the_docs_plugin_installs_and_runs_as_written(tmp_path: Path) -> None:
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id], "tags.`dualtune.trial_id` != ''")
     methods = sorted(r.data.tags["dualtune.method"] for r in runs)
-    assert methods == ["alm", "alm", "erm", "fl", "fl"]
+    assert methods == ["erm", "fl", "fl"]
     assert all(r.info.status == "FINISHED" for r in runs)
     fl = next(r for r in runs if r.data.tags["dualtune.method"] == "fl")
     # a per-sample kind: one multiplier per training sample in the per-sample table
