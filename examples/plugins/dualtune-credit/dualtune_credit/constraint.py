@@ -1,10 +1,11 @@
 """The ``group_fnr`` constraint kind: FNR_g(θ) ≤ ε for each group g of an attribute.
 
 FNR_g is the share of group g's positives (good credit) that the model predicts negative:
-a lender that rejects good applicants of one group more often than ε. The multipliers
-ascend on what the metrics count (hard predictions, ``evaluate``); the primal step descends
-on a smooth miss rate, 1 − σ(τ(p₁ − ½)) averaged over the group's positives in the batch
-(``observe``), as the built-in ``group_rate`` kind does for positive rates.
+a lender that rejects good applicants of one group more often than ε. Training (the primal
+step and the multipliers) sees a smooth miss rate, 1 − σ(τ(p₁ − ½)) averaged over the
+group's positives in the batch (``observe``), as the built-in ``group_rate`` kind smooths
+positive rates; the metrics count hard predictions (``evaluate``: ``feasible_frac``,
+``constraint/*``, and the kind's own ``fnr_max``).
 
 Packing: a pack runs ``observe`` under ``torch.func.vmap`` over its members' parameters, so
 nothing may take a shape from a member's output. Here every shape comes from the batch's
