@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from dualtune.core.catalog import CONSTRAINT_KINDS, TASKS, plugin_errors
-from dualtune.core.catalog.registry import DISTRIBUTION
 from dualtune.core.spec import SpecError, SweepSpec, load_spec
 from dualtune.core.tasks.contract import CHECK_BATCH, TaskContractError, check_task_contract
 
@@ -46,13 +45,6 @@ def unregistered_task_message(name: str, pip: list[str]) -> str:
     return message
 
 
-def built_in(name: str) -> bool:
-    """Whether task ``name`` is one of dualtune's own (its entry point is in dualtune's
-    metadata): those are covered by dualtune's tests, and some read data the driver's
-    machine may not hold (``cifar10``'s ``data_dir`` on the GPU workers)."""
-    return TASKS.source(name).split(" ", 1)[0] == DISTRIBUTION
-
-
 def check_sweep(spec: SweepSpec | Mapping[str, Any]) -> SweepSpec:
     """The sweep ``spec`` (a model or the stored document), validated where it runs.
 
@@ -73,7 +65,9 @@ def check_sweep(spec: SweepSpec | Mapping[str, Any]) -> SweepSpec:
         validated = load_spec(document)
     except SpecError as exc:
         raise InvalidSweepError(f"the spec is not valid where the sweep runs:\n{exc}") from None
-    if not built_in(validated.task.name):
+    # dualtune's own tasks are covered by its tests, and some read data the driver's machine
+    # may not hold (cifar10's data_dir on the GPU workers): the contract check is for plugins.
+    if not TASKS.built_in(validated.task.name):
         try:
             check_task_contract(
                 validated.task.name,

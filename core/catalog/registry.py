@@ -177,6 +177,10 @@ class Registry(Mapping[str, InfoT], Generic[InfoT]):
         self._loaded()
         return self._sources[name]
 
+    def built_in(self, name: str) -> bool:
+        """Whether entry ``name`` is dualtune's own (registered by its own metadata)."""
+        return self.source(name).split(" ", 1)[0] == DISTRIBUTION
+
     def __getitem__(self, name: str) -> InfoT:
         return self._loaded()[name]
 

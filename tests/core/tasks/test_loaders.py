@@ -317,7 +317,10 @@ def test_cps_wages_is_a_regression_task_for_the_validator() -> None:
 def test_docs_describe_every_task_and_its_parameters() -> None:
     text = (Path(__file__).parents[3] / "docs" / "tasks.md").read_text()
     sections = {part.split("`", 1)[0]: part for part in text.split("\n## `")[1:]}
+    # The built-in tasks; a plugin's (the example plugin in CI) documents itself.
     for name, info in TASKS.items():
+        if not TASKS.built_in(name):
+            continue
         assert name in sections, f"docs/tasks.md has no section for {name}"
         for parameter in info.params.model_fields:
             assert f"| `{parameter}` |" in sections[name], f"{name}.{parameter} undocumented"
