@@ -23,6 +23,7 @@ from dualtune.core.spec.packs import pack_groups
 from dualtune.core.tasks import load_task
 from tests.core.engine import plugin_kind
 from tests.core.engine.plugin_kind import GroupMeanLoss, GroupMeanLossParams
+from tests.core.engine.test_pack_trainer import assert_same_metrics
 
 DUAL_METRICS = ("dual/lambda_mean", "dual/lambda_max", "dual/lambda_active_frac")
 CONSTRAINT_METRICS = ("constraint/violation_max", "constraint/violation_mean")
@@ -60,13 +61,6 @@ def group_loss_trials(
     }
     doc.update(overrides)
     return SweepSpec.model_validate(doc).trials()
-
-
-def assert_same_metrics(packed: dict[str, float], single: dict[str, float], rel: float) -> None:
-    assert packed.keys() == single.keys()
-    for name, value in single.items():
-        if not name.startswith("time/"):
-            assert packed[name] == pytest.approx(value, rel=rel, abs=1e-6), name
 
 
 def test_the_trial_builds_the_registered_builder_from_its_section() -> None:
