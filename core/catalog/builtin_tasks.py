@@ -144,14 +144,7 @@ DIGITS = TaskInfo(
     "classification",
     DigitsParams,
     "dualtune.core.tasks.digits:Digits",
-    constraint_kinds=(
-        "sample_loss",
-        "group_rate",
-        "class_loss",
-        "weight_norm",
-        "orthogonality",
-        "layer_descent",
-    ),
+    extra_constraint_kinds=("layer_descent",),
 )
 
 

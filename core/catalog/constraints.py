@@ -73,7 +73,8 @@ class ConstraintKindInfo:
     (``descent_frac``) or a §3.4 metric that only some kinds report (``dp_gap``)."""
     generic: bool = True
     """Applies to any task that meets the flags above; a task-specific kind applies only to
-    the tasks that list it in ``TaskInfo.constraint_kinds``."""
+    the tasks that list it in ``TaskInfo.constraint_kinds`` or
+    ``extra_constraint_kinds``."""
     epsilon_in_kind: bool = False
     """The builder folds ε into the constraint itself (``layer_descent``): one kind serves a
     whole pack, so the members of a pack must share ε."""

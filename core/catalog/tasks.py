@@ -33,7 +33,10 @@ class TaskInfo:
     """The task defines its own objective for ``sample_loss`` (else the objective is 0)."""
     constraint_kinds: tuple[str, ...] | None = None
     """The constraint kinds the task supports; ``None``: every generic kind (the kinds whose
-    ``ConstraintKindInfo.generic`` is true). A task that supports a task-specific kind
-    (``pinn_residual``, ``layer_descent``) lists every kind it supports."""
+    ``ConstraintKindInfo.generic`` is true), plugins' included. A tuple lists exactly the
+    kinds it supports (``convection``: ``pinn_residual`` only)."""
+    extra_constraint_kinds: tuple[str, ...] = ()
+    """Task-specific kinds (``generic`` false) the task supports on top of the generic ones
+    (``digits``: ``layer_descent``, which needs its residual MLP)."""
     extra_metrics: tuple[str, ...] = ()
     """Split metrics the task reports beyond §3.4 (e.g. ``rel_l2``), as ``<split>/<name>``."""

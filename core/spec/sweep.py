@@ -140,9 +140,10 @@ class SweepSpec(BaseModel):
                     f"{task.name!r} is a {task.problem} task",
                 )
             )
-        supported = task.constraint_kinds or tuple(
-            k for k, info in CONSTRAINT_KINDS.items() if info.generic
-        )
+        supported = (
+            task.constraint_kinds
+            or tuple(k for k, info in CONSTRAINT_KINDS.items() if info.generic)
+        ) + task.extra_constraint_kinds
         if kind.name not in supported:
             items.append(
                 (

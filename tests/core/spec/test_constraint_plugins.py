@@ -272,3 +272,20 @@ def test_an_unknown_kind_passes_unchecked_only_when_runtime_pip_installs_it() ->
     trials = spec.trials()
     assert [t.method for t in trials] == ["erm", "fl", "fl", "sal", "sal"]  # ε swept
     assert trials[1].constraint == spec.constraint
+
+
+def test_a_generic_plugin_kind_applies_to_every_task_that_takes_generic_kinds() -> None:
+    # digits adds the task-specific layer_descent on top of the generic kinds, so a plugin's
+    # generic kind fits it too; convection takes pinn_residual only.
+    digits = {**BASE, "task": {"name": "digits"}, "constraint": {"kind": "sample_margin"}}
+    assert load_spec(digits).constraint.kind == "sample_margin"
+    resmlp = {"name": "digits", "params": {"model": "resmlp", "blocks": 2}}
+    assert load_spec({**digits, "task": resmlp, "constraint": {"kind": "layer_descent"}})
+    [(field, message)] = errors_of(
+        task={"name": "convection"}, constraint={"kind": "sample_margin"}
+    )
+    assert field == "constraint.kind"
+    assert message == (
+        "task 'convection' does not support constraint kind 'sample_margin'; "
+        "kinds for convection: pinn_residual"
+    )
