@@ -189,6 +189,13 @@ class EventBatch(Body):
     mlflow_parent_run_id: str | None = Field(default=None, max_length=64)
 
 
+class SweepFailure(Body):
+    """The driver's check found that the sweep cannot run (before any trial started)."""
+
+    generation: int = Field(ge=0)
+    error: str = Field(min_length=1, max_length=20_000)
+
+
 class EventAck(BaseModel):
     changed: int
 

@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import Field
 
 from dualtune.service.api.deps import Repo, WorkerToken
 from dualtune.service.api.schemas import (
-    Body,
     ErrorPublic,
     EventAck,
     EventBatch,
+    SweepFailure,
     WorkerSweep,
     trial_public,
 )
 from dualtune.service.records import TrialUpdate
 from dualtune.service.usecases import worker_events
-
-
-class SweepFailure(Body):
-    """The driver's check found that the sweep cannot run (before any trial started)."""
-
-    generation: int = Field(ge=0)
-    error: str = Field(min_length=1, max_length=20_000)
-
 
 router = APIRouter(
     prefix="/api/v1/worker/sweeps",
