@@ -91,38 +91,26 @@ class Reconciler:
                 return  # stopping takes a round or more; look again next time
         self.repo.finish(sweep.id, self.owner, "cancelled", trials="cancelled")
 
+    def _fail(self, sweep: Sweep, error: str) -> None:
+        """End the sweep and its unfinished trials ``failed`` with ``error``."""
+        self.repo.finish(sweep.id, self.owner, "failed", trials="failed", error=error)
+
     def _launch(self, sweep: Sweep) -> None:
         if sweep.retry_launch_at is not None and self.now() < sweep.retry_launch_at:
             return  # the launcher refused recently; wait out the backoff
         if sweep.launch_failures >= self.max_launch_failures:
-            self.repo.finish(
-                sweep.id,
-                self.owner,
-                "failed",
-                trials="failed",
-                error=f"the launcher refused {sweep.launch_failures} launches: {sweep.error}",
+            self._fail(
+                sweep, f"the launcher refused {sweep.launch_failures} launches: {sweep.error}"
             )
             return
         if sweep.launch_count >= self.max_launches:
             reason = sweep.error or "the driver kept stopping before the trials finished"
-            self.repo.finish(
-                sweep.id,
-                self.owner,
-                "failed",
-                trials="failed",
-                error=f"gave up after {sweep.launch_count} driver launches: {reason}",
-            )
+            self._fail(sweep, f"gave up after {sweep.launch_count} driver launches: {reason}")
             return
         try:
             runtime = Runtime.model_validate(sweep.spec.get("runtime") or {})
         except ValidationError as exc:  # validated when submitted; only a changed rule can
-            self.repo.finish(
-                sweep.id,
-                self.owner,
-                "failed",
-                trials="failed",
-                error=f"the spec's runtime section is no longer valid: {exc}",
-            )
+            self._fail(sweep, f"the spec's runtime section is no longer valid: {exc}")
             return
         token = new_worker_token()
         launching = self.repo.begin_launch(sweep.id, self.owner, token)
