@@ -101,3 +101,20 @@ class WorkerView:
     sweep: Sweep
     run_trial_ids: list[str]
     trials: list[Trial]
+
+
+@dataclass(frozen=True)
+class RejectedEvent:
+    """One event the service did not apply, and why (the driver logs it and drops it)."""
+
+    index: int
+    """Its position in the batch the driver sent."""
+    trial_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class AppliedEvents:
+    changed: int
+    """Trials whose stored state changed."""
+    rejected: list[RejectedEvent] = field(default_factory=list)

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     replica_id: str | None = None
     max_body_bytes: int = 8 * 1024 * 1024
     """Larger request bodies get a 413."""
+    max_trials: int = Field(default=10_000, ge=1)
+    """The most trials one sweep may expand to; checked before the grid is expanded."""
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'dualtune.db'}"

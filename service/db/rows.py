@@ -58,6 +58,9 @@ class SweepRow(Base):
     """Launches the launcher refused in a row (they do not count as launches)."""
     retry_launch_at: Mapped[datetime | None]
     launcher_ref: Mapped[str | None] = mapped_column(String(200))
+    launch_submission_id: Mapped[str | None] = mapped_column(String(120))
+    """The current launch's submission id, committed before the launcher starts the driver:
+    a service that dies in between finds the driver again by it (revision 0002)."""
     worker_token_hash: Mapped[str | None] = mapped_column(String(64))
     mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64))
     mlflow_parent_run_id: Mapped[str | None] = mapped_column(String(64))
