@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import psutil
 from pydantic import ValidationError
 
 from dualtune.core.spec import Runtime
@@ -31,6 +32,19 @@ log = logging.getLogger("dualtune.reconciler")
 
 def default_replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def lease_owner(replica_id: str | None = None) -> str:
+    """This process's name on the leases it holds: ``REPLICA@HOST:PID:START``.
+
+    Per process, not per replica id: ``serve --workers N`` runs N reconcilers under one
+    replica id (the chart's pod name), and two of them must never hold one sweep. The host,
+    pid and start time let a process on the same host tell that a lease's holder is dead
+    (the embedded stack restarted) and take its sweeps at once instead of waiting out the
+    lease.
+    """
+    host, started = socket.gethostname(), psutil.Process().create_time()
+    return f"{replica_id or host}@{host}:{os.getpid()}:{started:.2f}"
 
 
 @dataclass
