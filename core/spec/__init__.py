@@ -12,6 +12,7 @@ from dualtune.core.catalog.builtin_constraints import (
 )
 from dualtune.core.catalog.constraints import ConstraintParams
 from dualtune.core.spec.errors import SpecError
+from dualtune.core.spec.hostile import hostile_values
 from dualtune.core.spec.loading import load_spec
 from dualtune.core.spec.metric_names import METRIC_NAMES, metric_names_for
 from dualtune.core.spec.sections import (
@@ -32,7 +33,7 @@ from dualtune.core.spec.sections import (
     UnregisteredConstraint,
     unregistered_tasks_allowed,
 )
-from dualtune.core.spec.sweep import SweepSpec
+from dualtune.core.spec.sweep import SweepSpec, trial_cap
 from dualtune.core.spec.trial import TrialConfig
 
 __all__ = [
@@ -64,7 +65,9 @@ __all__ = [
     "TrialConfig",
     "UnregisteredConstraint",
     "WeightNormConstraint",
+    "hostile_values",
     "load_spec",
     "metric_names_for",
+    "trial_cap",
     "unregistered_tasks_allowed",
 ]

@@ -35,11 +35,28 @@ from dualtune.core.spec.errors import UNKNOWN_FIELD, error_items, field_errors
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
-PositiveInt = Annotated[int, Field(ge=1)]
+
+# Upper bounds: each is far beyond any real sweep, so that a typo (or a hostile 10**20) is
+# refused by name here instead of reaching a loop, a column or a scheduler.
+MAX_EPOCHS = 100_000
+"""Epochs of one trial (every epoch is a Tune report and MLflow step)."""
+MAX_BATCH_SIZE = 100_000_000
+"""Larger than any dataset a trial holds in memory; "the whole set" fits below it."""
+MAX_TRIALS_LIMIT = 10_000_000
+"""``limits.max_trials`` and ``max_failures``: counts of trials, which no sweep reaches."""
+MAX_GRID_VALUES = 1_000
+"""Values on one grid axis: more is a random search, not a grid."""
+MAX_SEED = 2**32 - 1
+"""numpy and scikit-learn take seeds below 2**32."""
+MAX_CPUS, MAX_GPUS = 1_024, 64
+"""Per trial: a request beyond any node that Ray would leave pending forever."""
+NAME_LENGTH = 200
+"""Task, metric and method names: identifiers, not documents."""
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and ±Infinity (which Python's JSON parser accepts) mean nothing in a spec.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 _UNREGISTERED_TASKS_ALLOWED: ContextVar[bool] = ContextVar(
@@ -74,7 +91,7 @@ def _unknown_task_message(name: str) -> str:
 class TaskRef(Section):
     """A catalog task and its parameters (validated by the task's own schema)."""
 
-    name: str
+    name: Annotated[str, Field(max_length=NAME_LENGTH)]
     params: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -209,16 +226,30 @@ class Grid(Section):
             if not values:
                 items.append((key, "needs at least one value"))
                 continue
+            if len(values) > MAX_GRID_VALUES:
+                items.append(
+                    (
+                        key,
+                        f"{len(values)} values; a grid axis takes at most {MAX_GRID_VALUES}",
+                    )
+                )
+                continue
             clean: list[float | int] = []
             for v in values:
                 if isinstance(v, bool) or not isinstance(v, int | float):
                     items.append((key, f"values must be numbers, got {v!r}"))
+                    break
+                if isinstance(v, int) and not -(2**63) <= v < 2**63:
+                    items.append((key, "values must lie between -2**63 and 2**63-1"))
                     break
                 if info.integer and not float(v).is_integer():
                     items.append((key, f"values must be integers, got {v!r}"))
                     break
                 if v != v or v in (float("inf"), float("-inf")):
                     items.append((key, f"values must be finite, got {v!r}"))
+                    break
+                if info.integer and v > MAX_SEED:
+                    items.append((key, f"values must be ≤ {MAX_SEED} (2**32-1), got {v!r}"))
                     break
                 if info.minimum is not None and (
                     v < info.minimum or (info.exclusive_minimum and v == info.minimum)
@@ -249,11 +280,11 @@ class PrimalOptimizer(Section):
 
 
 class Train(Section):
-    epochs: PositiveInt = 20
-    batch_size: PositiveInt = 256
+    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 20
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)] = 256
     optimizer: PrimalOptimizer = PrimalOptimizer()
-    device: str = "auto"
-    eval_every: PositiveInt = 1
+    device: Annotated[str, Field(max_length=20)] = "auto"
+    eval_every: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 1
 
     @field_validator("device")
     @classmethod
@@ -287,8 +318,8 @@ class Dual(Section):
 
 
 class Resources(Section):
-    cpu: PositiveFloat = 1.0
-    gpu: NonNegativeFloat = 0.0
+    cpu: Annotated[float, Field(gt=0, le=MAX_CPUS)] = 1.0
+    gpu: Annotated[float, Field(ge=0, le=MAX_GPUS)] = 0.0
 
     @field_validator("gpu")
     @classmethod
@@ -311,19 +342,24 @@ class Bound(Section):
         return self
 
 
+MetricName = Annotated[str, Field(max_length=NAME_LENGTH)]
+
+
 class Selection(Section):
-    metric: str = "val/loss_mean"
+    metric: MetricName = "val/loss_mean"
     mode: Literal["min", "max"] = "min"
-    subject_to: dict[str, Bound] = Field(default_factory=dict)
+    subject_to: Annotated[dict[MetricName, Bound], Field(max_length=100)] = Field(
+        default_factory=dict
+    )
 
 
 class Limits(Section):
-    max_trials: PositiveInt = 1000
-    max_failures: Annotated[int, Field(ge=0)] = 2
+    max_trials: Annotated[int, Field(ge=1, le=MAX_TRIALS_LIMIT)] = 1000
+    max_failures: Annotated[int, Field(ge=0, le=MAX_TRIALS_LIMIT)] = 2
 
 
 class Logging(Section):
-    per_sample_every: PositiveInt = 5
+    per_sample_every: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 5
 
 
 WORKER_TOKEN_ENV = "DUALTUNE_WORKER_TOKEN"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator
@@ -16,8 +19,10 @@ from dualtune.core.catalog import (
 )
 from dualtune.core.spec.errors import field_errors
 from dualtune.core.spec.expansion import count_trials, method_points, trial_id
+from dualtune.core.spec.hostile import hostile_values
 from dualtune.core.spec.metric_names import metric_names_for
 from dualtune.core.spec.sections import (
+    NAME_LENGTH,
     Constraint,
     Dual,
     Grid,
@@ -32,7 +37,36 @@ from dualtune.core.spec.sections import (
 )
 from dualtune.core.spec.trial import TrialConfig
 
-Pack = Literal["auto", "off"] | Annotated[int, Field(ge=1)]
+MAX_PACK = 10_000
+"""Members of one pack: one vmapped model per member, so far fewer fit any device."""
+Pack = Literal["auto", "off"] | Annotated[int, Field(ge=1, le=MAX_PACK)]
+
+_TRIAL_CAP: ContextVar[tuple[int, str] | None] = ContextVar("trial_cap", default=None)
+
+
+@contextmanager
+def trial_cap(cap: int, source: str) -> Iterator[None]:
+    """Within this block a spec expanding to more than ``cap`` trials is refused (on
+    ``grid``, naming ``source``, the cap's setting), on top of its own
+    ``limits.max_trials``: a server's cap, checked by arithmetic before any expansion."""
+    token = _TRIAL_CAP.set((cap, source))
+    try:
+        yield
+    finally:
+        _TRIAL_CAP.reset(token)
+
+
+def _too_many_trials(n: int, limit: int) -> str | None:
+    """Why ``n`` trials are too many (the spec's limit, the server's cap), else None."""
+    cap = _TRIAL_CAP.get()
+    over_cap = cap is not None and n > cap[0]
+    if n <= limit and not over_cap:
+        return None
+    over = [f"limits.max_trials = {limit}"] if n > limit else []
+    if cap is not None and over_cap:
+        over.append(f"this server's cap of {cap[0]} trials ({cap[1]})")
+    fix = "shrink the grid" + (" or raise limits.max_trials" if not over_cap else "")
+    return f"grid expands to {n} trials, more than {' and '.join(over)}; {fix}"
 
 
 def _selection_problems(
@@ -60,12 +94,14 @@ def _selection_problems(
 class SweepSpec(BaseModel):
     """A sweep: task, constraint, methods and grid, plus training and sweep settings."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: Annotated[str, Field(min_length=1, max_length=100)]
     task: TaskRef
     constraint: Constraint
-    methods: Annotated[list[str], Field(min_length=1)]
+    methods: Annotated[
+        list[Annotated[str, Field(max_length=NAME_LENGTH)]], Field(min_length=1, max_length=100)
+    ]
     grid: Grid = Grid()
     train: Train = Train()
     dual: Dual = Dual()
@@ -81,6 +117,11 @@ class SweepSpec(BaseModel):
     def _plugin_tasks_with_runtime_pip(
         cls, data: object, handler: ModelWrapValidatorHandler[SweepSpec]
     ) -> SweepSpec:
+        # NUL, NaN, ±Infinity and integers past 64 bits are refused wherever they sit (the
+        # task's free parameters too), before any section reads them.
+        hostile = hostile_values(data)
+        if hostile:
+            raise field_errors(hostile)
         # A task or constraint kind this process does not know is accepted when runtime.pip
         # installs it where the sweep runs: the driver checks it there, before any trial.
         runtime = data.get("runtime") if isinstance(data, dict) else None
@@ -114,16 +155,9 @@ class SweepSpec(BaseModel):
                 valid_metrics = metric_names_for("classification", kind.name)
             items += _selection_problems(self.selection, valid_metrics)
         if not items:
-            n = count_trials(self)
-            if n > self.limits.max_trials:
-                items.append(
-                    (
-                        "grid",
-                        f"grid expands to {n} trials, more than "
-                        f"limits.max_trials = {self.limits.max_trials}; shrink the grid "
-                        "or raise limits.max_trials",
-                    )
-                )
+            too_many = _too_many_trials(count_trials(self), self.limits.max_trials)
+            if too_many:
+                items.append(("grid", too_many))
         if items:
             raise field_errors(items)
         return self
@@ -203,7 +237,7 @@ class SweepSpec(BaseModel):
         return items
 
     def count_trials(self) -> int:
-        """How many trials ``trials()`` makes, without building them."""
+        """How many trials ``trials()`` makes, by arithmetic: instant for any grid."""
         return count_trials(self)
 
     def trials(self) -> list[TrialConfig]:

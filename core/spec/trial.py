@@ -27,7 +27,7 @@ class TrialConfig(BaseModel):
     resolves any key with the documented defaults.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     trial_id: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dualtune.service.api.tenant_cache import TenantCache
@@ -51,7 +51,20 @@ async def _worker_token(
     return _token(credentials)
 
 
+SWEEP_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+"""The ids the service issues (``sw-`` and 12 hex digits) fit; so do the ids tests and older
+versions gave. Anything else (a NUL, a slash, 10 kB of junk) is refused before the
+database sees it (Postgres refuses NUL in text)."""
+
 Repo = Annotated[Repository, Depends(_repo)]
+SweepId = Annotated[
+    str,
+    Path(
+        pattern=SWEEP_ID_PATTERN,
+        max_length=40,
+        description="a sweep id as `POST /sweeps` answers it (sw-…)",
+    ),
+]
 CurrentTenant = Annotated[Tenant, Depends(_tenant)]
 WorkerToken = Annotated[str, Depends(_worker_token)]
 AppSettings = Annotated[Settings, Depends(_settings)]

@@ -7,26 +7,66 @@ with these same models.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
 
+from dualtune.core.spec import hostile_values
+from dualtune.core.spec.errors import field_errors
+from dualtune.core.states import TRIAL_REPORTED, SweepState, TrialState
 from dualtune.service.records import Sweep, Trial
 
-SweepStatus = Literal[
-    "pending", "launching", "running", "cancelling", "succeeded", "failed", "cancelled"
-]
-TrialStatus = Literal["pending", "running", "succeeded", "failed", "diverged", "cancelled"]
+SweepStatus = SweepState
+TrialStatus = TrialState
+
+MAX_GENERATION = 2**31 - 1
+"""Generations live in a 32-bit column; each retry adds one."""
+MAX_ATTEMPT = 10_000
+"""Tune's attempts of one trial: its retries are a handful, never thousands."""
+MAX_EVENTS = 20_000
+"""Events in one batch (the driver sends at most a few hundred at a time)."""
+ERROR_LENGTH = 20_000
+"""The driver cuts tracebacks to this length (``worker.service_link.ERROR_LIMIT``)."""
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains a NUL character (\\u0000); remove it")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+"""A string the database can store: Postgres refuses NUL in text."""
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and ±Infinity (Python's JSON parser accepts them) are no number a body may carry.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SweepCreate(Body):
     spec: dict[str, Any] = Field(
-        description="The sweep spec (ARCHITECTURE §3.1), as the YAML file's content in JSON."
+        description="The sweep spec (ARCHITECTURE §3.1), as the YAML file's content in JSON. "
+        "Numbers must be finite and strings free of NUL characters."
     )
+
+    @field_validator("spec")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # A free mapping: walked here so the refusal names the path (spec.dual.lr).
+        hostile = hostile_values(value)
+        if hostile:
+            raise field_errors(hostile)
+        return value
 
 
 class MlflowLinks(BaseModel):
@@ -173,31 +213,98 @@ class CatalogPublic(BaseModel):
     )
 
 
+def _reported(value: TrialState) -> TrialState:
+    if value not in TRIAL_REPORTED:
+        raise ValueError(
+            f"a driver reports {', '.join(sorted(TRIAL_REPORTED))}; {value} is the service's"
+        )
+    return value
+
+
+ReportedStatus = Annotated[
+    TrialState,
+    AfterValidator(_reported),
+    WithJsonSchema({"type": "string", "enum": sorted(TRIAL_REPORTED)}),
+]
+MlflowId = Annotated[Text, Field(min_length=1, max_length=64)]
+MetricName = Annotated[Text, Field(min_length=1, max_length=200)]
+
+
 class TrialEventIn(Body):
-    trial_id: str = Field(max_length=80)
-    status: Literal["running", "succeeded", "failed", "diverged"]
-    attempt: int = Field(ge=1)
-    metrics: dict[str, float] = Field(default_factory=dict)
-    mlflow_run_id: str | None = Field(default=None, max_length=64)
-    error: str | None = None
+    """One trial event; validated on its own, so a bad one is rejected alone."""
+
+    trial_id: Annotated[Text, Field(min_length=1, max_length=80)]
+    status: ReportedStatus
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
+    metrics: dict[MetricName, float] = Field(default_factory=dict, max_length=1_000)
+    mlflow_run_id: MlflowId | None = None
+    error: Annotated[Text, Field(max_length=ERROR_LENGTH)] | None = None
+
+
+EventItem = Annotated[Any, WithJsonSchema(TrialEventIn.model_json_schema())]
+"""An event as sent: the route checks each against ``TrialEventIn`` on its own (the schema
+documents it as one), so one poisoned event cannot refuse the batch."""
 
 
 class EventBatch(Body):
-    generation: int = Field(ge=0)
-    events: list[TrialEventIn] = Field(default_factory=list, max_length=20000)
-    mlflow_experiment_id: str | None = Field(default=None, max_length=64)
-    mlflow_parent_run_id: str | None = Field(default=None, max_length=64)
+    generation: int = Field(ge=0, le=MAX_GENERATION)
+    events: list[EventItem] = Field(default_factory=list, max_length=MAX_EVENTS)
+    mlflow_experiment_id: MlflowId | None = None
+    mlflow_parent_run_id: MlflowId | None = None
 
 
 class SweepFailure(Body):
     """The driver's check found that the sweep cannot run (before any trial started)."""
 
-    generation: int = Field(ge=0)
-    error: str = Field(min_length=1, max_length=20_000)
+    generation: int = Field(ge=0, le=MAX_GENERATION)
+    error: Annotated[Text, Field(min_length=1, max_length=ERROR_LENGTH)]
+
+
+class RejectedEventPublic(BaseModel):
+    index: int = Field(description="the event's position in the batch that was sent")
+    trial_id: str | None
+    reason: str = Field(description="why it was not applied; the driver drops it for good")
 
 
 class EventAck(BaseModel):
     changed: int
+    rejected: list[RejectedEventPublic] = Field(default_factory=list)
+
+
+def _escaped(text: str) -> str:
+    return text.replace("\x00", "\\u0000")
+
+
+_HINTS = {
+    "finite_number": "must be a finite number (JSON has no NaN or Infinity); "
+    "send a finite value or leave it out",
+    "extra_forbidden": "unknown field; remove it",
+}
+
+
+def error_message(err: ErrorDetails) -> str:
+    """A validation error's message for a person: what is wrong and what to send instead."""
+    return _HINTS.get(err["type"]) or str(err["msg"]).removeprefix("Value error, ")
+
+
+def check_event(index: int, raw: object) -> TrialEventIn | RejectedEventPublic:
+    """``raw``, the ``index``-th event of a batch, checked on its own: the event, or why it
+    is refused, naming each field as ``events.{index}.metrics.val/loss_mean``."""
+    try:
+        return TrialEventIn.model_validate(raw)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(
+                ["events", str(index), *(_escaped(str(p)) for p in err["loc"] if p != "[key]")]
+            )
+            parts.append(f"{where}: {error_message(err)}")
+        trial_id = raw.get("trial_id") if isinstance(raw, dict) else None
+        return RejectedEventPublic(
+            index=index,
+            trial_id=_escaped(trial_id)[:80] if isinstance(trial_id, str) else None,
+            reason="; ".join(parts),
+        )
 
 
 class WorkerSweep(BaseModel):
@@ -223,7 +330,7 @@ def trial_public(
         position=t.position,
         method=t.method,
         params=t.params,
-        status=t.status,  # type: ignore[arg-type]
+        status=TrialState(t.status),
         attempts=t.attempts,
         metrics=t.metrics,
         mlflow_run_id=t.mlflow_run_id,
@@ -237,7 +344,7 @@ def sweep_public(s: Sweep, *, ui: str | None = None, best: Trial | None = None) 
     return SweepPublic(
         id=s.id,
         name=s.name,
-        status=s.status,  # type: ignore[arg-type]
+        status=SweepState(s.status),
         generation=s.generation,
         spec=s.spec,
         total_trials=sum(s.trial_counts.values()),

@@ -4,26 +4,33 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import nullcontext
 from typing import Any
 
 from dualtune.core.reporting import TrialOutcome, build_report
-from dualtune.core.spec import SpecError, SweepSpec, load_spec
+from dualtune.core.spec import SpecError, SweepSpec, load_spec, trial_cap
 from dualtune.service.auth import new_sweep_id
 from dualtune.service.db.repository import Repository
 from dualtune.service.errors import InvalidInput, NotFound
 from dualtune.service.launchers.base import Launcher
 from dualtune.service.records import NewTrial, Page, Sweep, Tenant, Trial
 
+MAX_TRIALS_SETTING = "DUALTUNE_MAX_TRIALS"
 
-def validate_spec(raw: Any) -> SweepSpec:
-    """The spec, or ``InvalidInput`` listing every field that is wrong and how to fix it."""
+
+def validate_spec(raw: Any, *, max_trials: int | None = None) -> SweepSpec:
+    """The spec, or ``InvalidInput`` listing every field that is wrong and how to fix it.
+    ``max_trials`` is the server's cap, counted (not expanded) with the rest of the checks,
+    so a spec of 10**12 trials is refused as fast as any other."""
     if not isinstance(raw, dict):
         raise InvalidInput(
             "spec: expected a JSON object (the sweep spec of ARCHITECTURE §3.1)",
             errors=[{"field": "spec", "message": "expected an object"}],
         )
+    cap = trial_cap(max_trials, MAX_TRIALS_SETTING) if max_trials is not None else nullcontext()
     try:
-        return load_spec(raw)
+        with cap:
+            return load_spec(raw)
     except SpecError as exc:
         errors = [
             {**e, "field": "spec." + e["field"] if e["field"] else "spec"} for e in exc.errors
@@ -40,9 +47,14 @@ def _body_hash(spec: dict[str, Any]) -> str:
 
 
 def submit_sweep(
-    repo: Repository, tenant: Tenant, raw_spec: Any, idempotency_key: str | None
+    repo: Repository,
+    tenant: Tenant,
+    raw_spec: Any,
+    idempotency_key: str | None,
+    *,
+    max_trials: int | None = None,
 ) -> tuple[Sweep, bool]:
-    spec = validate_spec(raw_spec)
+    spec = validate_spec(raw_spec, max_trials=max_trials)
     stored = spec.model_dump(mode="json")
     trials = [NewTrial(t.trial_id, t.index, t.method, dict(t.params)) for t in spec.trials()]
     return repo.create_sweep(

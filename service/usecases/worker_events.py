@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dualtune.service.db.repository import Repository
-from dualtune.service.records import TrialUpdate, WorkerView
+from dualtune.service.records import AppliedEvents, RejectedEvent, TrialUpdate, WorkerView
 
 
 def worker_view(repo: Repository, sweep_id: str, token: str) -> WorkerView:
@@ -16,18 +18,29 @@ def record_events(
     token: str,
     *,
     generation: int,
-    updates: list[TrialUpdate],
+    updates: Sequence[tuple[int, TrialUpdate]],
+    refused: Sequence[RejectedEvent] = (),
     mlflow_experiment_id: str | None,
     mlflow_parent_run_id: str | None,
-) -> int:
-    return repo.apply_events(
+) -> AppliedEvents:
+    """Apply the events that passed the schema (each with its position in the driver's
+    batch); the answer's ``rejected`` merges ``refused`` (the schema's rejections) with the
+    repository's (unknown trial, final is final, ...), by position in the batch."""
+    applied = repo.apply_events(
         sweep_id,
         token,
         generation=generation,
-        updates=updates,
+        updates=[u for _, u in updates],
         mlflow_experiment_id=mlflow_experiment_id,
         mlflow_parent_run_id=mlflow_parent_run_id,
     )
+    # The repository numbers its rejections by position in what it was given.
+    positions = [index for index, _ in updates]
+    rejected = [
+        *refused,
+        *(RejectedEvent(positions[r.index], r.trial_id, r.reason) for r in applied.rejected),
+    ]
+    return AppliedEvents(applied.changed, sorted(rejected, key=lambda r: r.index))
 
 
 def fail_sweep(repo: Repository, sweep_id: str, token: str, *, generation: int, error: str) -> int:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse
 
-from dualtune.service.api.deps import AppSettings, CurrentTenant, Repo
+from dualtune.service.api.deps import AppSettings, CurrentTenant, Repo, SweepId
 from dualtune.service.api.schemas import (
     ErrorPublic,
     ReportPublic,
@@ -28,8 +28,19 @@ router = APIRouter(
     responses={401: {"model": ErrorPublic}, 404: {"model": ErrorPublic}},
 )
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
-Cursor = Annotated[str | None, Query(max_length=64, description="next_cursor of the last page")]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+Cursor = Annotated[
+    str | None,
+    Query(max_length=64, pattern=r"^[A-Za-z0-9_-]*$", description="next_cursor of the last page"),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        pattern=r"^[\x20-\x7e]*$",
+        description="any printable ASCII text (a UUID, say), at most 200 characters",
+    ),
+]
 
 
 @router.post(
@@ -45,7 +56,9 @@ def submit(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> SweepPublic:
-    sweep, created = sweeps.submit_sweep(repo, tenant, body.spec, idempotency_key)
+    sweep, created = sweeps.submit_sweep(
+        repo, tenant, body.spec, idempotency_key, max_trials=settings.max_trials
+    )
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return sweep_public(sweep, ui=settings.mlflow_ui_url)
@@ -67,7 +80,7 @@ def list_sweeps(
 
 @router.get("/{sweep_id}")
 def get_sweep(
-    sweep_id: str, tenant: CurrentTenant, repo: Repo, settings: AppSettings
+    sweep_id: SweepId, tenant: CurrentTenant, repo: Repo, settings: AppSettings
 ) -> SweepPublic:
     sweep, best = sweeps.get_sweep(repo, tenant, sweep_id)
     return sweep_public(sweep, ui=settings.mlflow_ui_url, best=best)
@@ -75,7 +88,7 @@ def get_sweep(
 
 @router.get("/{sweep_id}/trials")
 def list_trials(
-    sweep_id: str,
+    sweep_id: SweepId,
     tenant: CurrentTenant,
     repo: Repo,
     settings: AppSettings,
@@ -96,7 +109,9 @@ def list_trials(
     status_code=status.HTTP_202_ACCEPTED,
     responses={409: {"model": ErrorPublic}},
 )
-def cancel(sweep_id: str, tenant: CurrentTenant, repo: Repo, settings: AppSettings) -> SweepPublic:
+def cancel(
+    sweep_id: SweepId, tenant: CurrentTenant, repo: Repo, settings: AppSettings
+) -> SweepPublic:
     return sweep_public(sweeps.cancel_sweep(repo, tenant, sweep_id), ui=settings.mlflow_ui_url)
 
 
@@ -105,19 +120,21 @@ def cancel(sweep_id: str, tenant: CurrentTenant, repo: Repo, settings: AppSettin
     status_code=status.HTTP_202_ACCEPTED,
     responses={409: {"model": ErrorPublic}},
 )
-def retry(sweep_id: str, tenant: CurrentTenant, repo: Repo, settings: AppSettings) -> SweepPublic:
+def retry(
+    sweep_id: SweepId, tenant: CurrentTenant, repo: Repo, settings: AppSettings
+) -> SweepPublic:
     return sweep_public(sweeps.retry_sweep(repo, tenant, sweep_id), ui=settings.mlflow_ui_url)
 
 
 @router.get("/{sweep_id}/report")
-def report(sweep_id: str, tenant: CurrentTenant, repo: Repo) -> ReportPublic:
+def report(sweep_id: SweepId, tenant: CurrentTenant, repo: Repo) -> ReportPublic:
     _, body = sweeps.sweep_report(repo, tenant, sweep_id)
     return ReportPublic.model_validate(body)
 
 
 @router.get("/{sweep_id}/logs", response_class=PlainTextResponse)
 def logs(
-    sweep_id: str,
+    sweep_id: SweepId,
     tenant: CurrentTenant,
     repo: Repo,
     request: Request,

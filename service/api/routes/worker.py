@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from dualtune.service.api.deps import Repo, WorkerToken
+from dualtune.service.api.deps import Repo, SweepId, WorkerToken
 from dualtune.service.api.schemas import (
     ErrorPublic,
     EventAck,
     EventBatch,
+    RejectedEventPublic,
     SweepFailure,
+    TrialEventIn,
     WorkerSweep,
+    check_event,
     trial_public,
 )
-from dualtune.service.records import TrialUpdate
+from dualtune.service.records import RejectedEvent, TrialUpdate
 from dualtune.service.usecases import worker_events
 
 router = APIRouter(
@@ -24,7 +27,7 @@ router = APIRouter(
 
 
 @router.get("/{sweep_id}")
-def fetch(sweep_id: str, token: WorkerToken, repo: Repo) -> WorkerSweep:
+def fetch(sweep_id: SweepId, token: WorkerToken, repo: Repo) -> WorkerSweep:
     view = worker_events.worker_view(repo, sweep_id, token)
     return WorkerSweep(
         sweep_id=view.sweep.id,
@@ -37,25 +40,42 @@ def fetch(sweep_id: str, token: WorkerToken, repo: Repo) -> WorkerSweep:
 
 
 @router.post("/{sweep_id}/events")
-def events(sweep_id: str, body: EventBatch, token: WorkerToken, repo: Repo) -> EventAck:
-    updates = [
-        TrialUpdate(e.trial_id, e.status, e.attempt, e.metrics, e.mlflow_run_id, e.error)
-        for e in body.events
-    ]
-    changed = worker_events.record_events(
+def events(sweep_id: SweepId, body: EventBatch, token: WorkerToken, repo: Repo) -> EventAck:
+    """Each event is checked on its own: the valid ones are applied, the others come back in
+    ``rejected`` (by their position in this batch) and are not to be sent again."""
+    valid: list[tuple[int, TrialUpdate]] = []
+    refused: list[RejectedEvent] = []
+    for index, raw in enumerate(body.events):
+        checked = check_event(index, raw)
+        if isinstance(checked, TrialEventIn):
+            valid.append((index, _update(checked)))
+        else:
+            refused.append(RejectedEvent(checked.index, checked.trial_id, checked.reason))
+    applied = worker_events.record_events(
         repo,
         sweep_id,
         token,
         generation=body.generation,
-        updates=updates,
+        updates=valid,
+        refused=refused,
         mlflow_experiment_id=body.mlflow_experiment_id,
         mlflow_parent_run_id=body.mlflow_parent_run_id,
     )
-    return EventAck(changed=changed)
+    return EventAck(
+        changed=applied.changed,
+        rejected=[
+            RejectedEventPublic(index=r.index, trial_id=r.trial_id, reason=r.reason)
+            for r in applied.rejected
+        ],
+    )
+
+
+def _update(e: TrialEventIn) -> TrialUpdate:
+    return TrialUpdate(e.trial_id, e.status, e.attempt, e.metrics, e.mlflow_run_id, e.error)
 
 
 @router.post("/{sweep_id}/failure")
-def failure(sweep_id: str, body: SweepFailure, token: WorkerToken, repo: Repo) -> EventAck:
+def failure(sweep_id: SweepId, body: SweepFailure, token: WorkerToken, repo: Repo) -> EventAck:
     changed = worker_events.fail_sweep(
         repo, sweep_id, token, generation=body.generation, error=body.error
     )
