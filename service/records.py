@@ -6,20 +6,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-SWEEP_STATES = (
-    "pending",
-    "launching",
-    "running",
-    "cancelling",
-    "succeeded",
-    "failed",
-    "cancelled",
-)
-SWEEP_FINAL = frozenset({"succeeded", "failed", "cancelled"})
-SWEEP_ACTIVE = frozenset({"pending", "launching", "running", "cancelling"})
-TRIAL_STATES = ("pending", "running", "succeeded", "failed", "diverged", "cancelled")
-TRIAL_FINAL = frozenset({"succeeded", "failed", "diverged", "cancelled"})
-TRIAL_RETRYABLE = frozenset({"failed", "diverged", "cancelled"})
+from dualtune.core.states import SweepState, TrialState
+
+# Kept for the metrics module until it iterates the enums itself (states live in core.states).
+SWEEP_STATES = tuple(SweepState)
+TRIAL_STATES = tuple(TrialState)
 
 T = TypeVar("T")
 
@@ -36,7 +27,7 @@ class Trial:
     position: int
     method: str
     params: dict[str, Any]
-    status: str
+    status: TrialState
     generation: int
     attempts: int
     metrics: dict[str, float]
@@ -52,12 +43,13 @@ class Sweep:
     tenant_pk: int
     name: str
     spec: dict[str, Any]
-    status: str
+    status: SweepState
     generation: int
     launch_count: int
     launch_failures: int
     retry_launch_at: datetime | None
     launcher_ref: str | None
+    launch_submission_id: str | None
     mlflow_experiment_id: str | None
     mlflow_parent_run_id: str | None
     error: str | None
@@ -87,7 +79,7 @@ class TrialUpdate:
     """One worker event about one trial."""
 
     trial_id: str
-    status: str
+    status: TrialState
     attempt: int
     metrics: dict[str, float]
     mlflow_run_id: str | None

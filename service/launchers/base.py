@@ -22,6 +22,15 @@ class DriverState(StrEnum):
 
 
 @dataclass(frozen=True)
+class DriverInfo:
+    """A driver the launcher found running: its reference, sweep and launch."""
+
+    ref: str
+    sweep_id: str
+    submission_id: str
+
+
+@dataclass(frozen=True)
 class LaunchRequest:
     sweep_id: str
     generation: int
@@ -38,7 +47,7 @@ class LaunchRequest:
 
     @property
     def submission_id(self) -> str:
-        return f"dualtune-{self.sweep_id}-g{self.generation}-l{self.launch}"
+        return submission_id(self.sweep_id, self.generation, self.launch)
 
     def dualtune_env(self) -> dict[str, str]:
         """The variables dualtune sets for the driver: the service's (``env``), the worker
@@ -50,6 +59,57 @@ class LaunchRequest:
             WORKER_TOKEN_ENV: self.worker_token,
             "MLFLOW_TRACKING_URI": self.tracking_uri,
         }
+
+
+def submission_id(sweep_id: str, generation: int, launch: int) -> str:
+    """The name of launch ``launch`` of ``generation`` of a sweep, on every launcher: the Ray
+    job's submission id, and on the local driver's command line."""
+    return f"dualtune-{sweep_id}-g{generation}-l{launch}"
+
+
+DRIVER_ENV_ALLOWED = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "TEMP",
+        "TMP",
+        "PYTHONPATH",
+        "VIRTUAL_ENV",
+        "CUDA_VISIBLE_DEVICES",
+        "NVIDIA_VISIBLE_DEVICES",
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        # the driver's own knobs (worker/)
+        "DUALTUNE_NUM_CPUS",
+        "DUALTUNE_MAX_CONCURRENT",
+        "DUALTUNE_TORCH_THREADS",
+        "DUALTUNE_EVENTS_FLUSH_S",
+        "DUALTUNE_HEARTBEAT_S",
+        "DUALTUNE_MLFLOW_RETRY_BUDGET_S",
+    }
+)
+DRIVER_ENV_ALLOWED_PREFIXES = ("LC_", "MLFLOW_", "AWS_")
+"""What of the service's own environment a local driver inherits: the machine's basics, the
+driver's own knobs, and the MLflow client's settings with the artifact store's credentials
+(``AWS_*``: the driver writes the artifacts). Nothing else: the service's database URL, its
+Ray token and any other secret stay with the service; the driver gets its sweep-scoped
+worker token and the tracking URI from ``LaunchRequest.dualtune_env``."""
+
+
+def allowed_driver_env(environ: Mapping[str, str]) -> dict[str, str]:
+    return {
+        k: v
+        for k, v in environ.items()
+        if k in DRIVER_ENV_ALLOWED or k.startswith(DRIVER_ENV_ALLOWED_PREFIXES)
+    }
 
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z0-9_]+)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -82,6 +142,8 @@ def driver_command(request: LaunchRequest, python: str = "python") -> list[str]:
         request.service_url,
         "--sweep-id",
         request.sweep_id,
+        "--submission-id",
+        request.submission_id,
     ]
 
 
@@ -100,6 +162,12 @@ class Launcher(Protocol):
         ...
 
     def logs(self, ref: str) -> str: ...
+
+    def running_drivers(self) -> list[DriverInfo]:
+        """Every dualtune driver this launcher can see running (started by this process or
+        any other), so the reconciler can adopt the one it launched and stop strays. Raises
+        ``Unavailable`` when it cannot look."""
+        ...
 
     def check_ready(self) -> None:
         """Raise ``Unavailable`` if drivers cannot be launched now."""

@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 
 from dualtune.service.errors import LauncherError, Unavailable
-from dualtune.service.launchers.base import DriverState, LaunchRequest
+from dualtune.service.launchers.base import DriverInfo, DriverState, LaunchRequest
 
 
 @dataclass
@@ -48,6 +48,19 @@ class FakeLauncher:
 
     def logs(self, ref: str) -> str:
         return f"fake driver {ref}\n" if ref in self.drivers else ""
+
+    def running_drivers(self) -> list[DriverInfo]:
+        if not self.ready:
+            raise Unavailable("the fake launcher is not ready (as the test asked)")
+        return [
+            DriverInfo(ref, d.request.sweep_id, d.request.submission_id)
+            for ref, d in list(self.drivers.items())
+            if d.state == DriverState.RUNNING
+        ]
+
+    def alive(self, sweep_id: str) -> list[FakeDriver]:
+        """The sweep's drivers still running."""
+        return [d for d in self.for_sweep(sweep_id) if d.state == DriverState.RUNNING]
 
     def check_ready(self) -> None:
         if not self.ready:

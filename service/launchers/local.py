@@ -2,7 +2,11 @@
 
 Each driver gets its own process group, so stopping it takes down the Ray runtime and trial
 processes it started. A driver started by an earlier service process (the service was
-restarted) is found again by pid and start time.
+restarted, or another replica on this machine) is found again in the process table by the
+``--sweep-id`` and ``--submission-id`` on its command line, and known by pid and start time.
+
+The driver inherits only an allow-list of this process's environment
+(``base.allowed_driver_env``): never the service's database URL or Ray token.
 
 The spec's ``runtime.env_vars`` reach the driver (and, through its local Ray, the trials);
 ``runtime.pip`` is not installed here: the driver runs in this machine's environment, and
@@ -23,8 +27,10 @@ import psutil
 
 from dualtune.service.errors import LauncherError, Unavailable
 from dualtune.service.launchers.base import (
+    DriverInfo,
     DriverState,
     LaunchRequest,
+    allowed_driver_env,
     driver_command,
     expand_env,
 )
@@ -45,6 +51,19 @@ def _parse(ref: str) -> tuple[int, float]:
     return int(pid), float(started)
 
 
+def parse_driver_command(cmdline: list[str]) -> tuple[str, str] | None:
+    """``(sweep_id, submission_id)`` if ``cmdline`` is a dualtune driver's (``driver_command``)."""
+    if "dualtune.worker" not in cmdline or "drive" not in cmdline:
+        return None
+    values = {}
+    for flag in ("--sweep-id", "--submission-id"):
+        if flag in cmdline[:-1]:
+            values[flag] = cmdline[cmdline.index(flag) + 1]
+    if "--sweep-id" not in values:
+        return None
+    return values["--sweep-id"], values.get("--submission-id", "")
+
+
 class LocalLauncher:
     name = "local"
 
@@ -59,10 +78,10 @@ class LocalLauncher:
         return self.log_dir / f"{request.submission_id}.log"
 
     def driver_env(self, request: LaunchRequest) -> dict[str, str]:
-        """The driver's whole environment: this process's, with the spec's
-        ``runtime.env_vars`` over it (expanded against it, as Ray does), then the variables
-        dualtune sets (``LaunchRequest.dualtune_env``)."""
-        machine = {**os.environ, "DUALTUNE_DATA_DIR": str(self.data_dir)}
+        """The driver's whole environment: the allowed part of this process's, with the
+        spec's ``runtime.env_vars`` over it (expanded against it, as Ray does), then the
+        variables dualtune sets (``LaunchRequest.dualtune_env``)."""
+        machine = {**allowed_driver_env(os.environ), "DUALTUNE_DATA_DIR": str(self.data_dir)}
         spec_env = {k: expand_env(v, machine) for k, v in request.runtime.env_vars.items()}
         return {**machine, **spec_env, **request.dualtune_env(), "PYTHONUNBUFFERED": "1"}
 
@@ -136,6 +155,19 @@ class LocalLauncher:
         with path.open("rb") as f:
             f.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
             return f.read().decode(errors="replace")
+
+    def running_drivers(self) -> list[DriverInfo]:
+        found = []
+        for process in psutil.process_iter(["pid", "cmdline", "create_time", "status"]):
+            info = process.info
+            if info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            parsed = parse_driver_command(info["cmdline"] or [])
+            if parsed is not None:
+                sweep_id, submission_id = parsed
+                ref = _ref(info["pid"], info["create_time"], submission_id)
+                found.append(DriverInfo(ref, sweep_id, submission_id))
+        return found
 
     def check_ready(self) -> None:
         if not os.access(self.python, os.X_OK):

@@ -19,10 +19,13 @@ from typing import Any
 
 from dualtune.service.errors import LauncherError, Unavailable
 from dualtune.service.launchers.base import (
+    DriverInfo,
     DriverState,
     LaunchRequest,
     driver_command,
 )
+
+SWEEP_METADATA = "dualtune.sweep_id"
 
 
 def default_ray_token() -> str | None:
@@ -108,7 +111,7 @@ class RayJobsLauncher:
                     entrypoint=shlex.join(driver_command(request)),
                     submission_id=request.submission_id,
                     runtime_env=runtime_env,
-                    metadata={"dualtune.sweep_id": request.sweep_id},
+                    metadata={SWEEP_METADATA: request.sweep_id},
                 )
             )
         except Exception as exc:
@@ -143,6 +146,23 @@ class RayJobsLauncher:
             return str(self._jobs().get_job_logs(ref))
         except Exception as exc:
             raise LauncherError(f"cannot read the logs of job {ref}: {exc}") from exc
+
+    def running_drivers(self) -> list[DriverInfo]:
+        from ray.job_submission import JobStatus
+
+        try:
+            jobs = self._jobs().list_jobs()
+        except Unavailable:
+            raise
+        except Exception as exc:
+            raise Unavailable(f"cannot list the jobs of {self.address}: {exc}") from exc
+        return [
+            DriverInfo(job.submission_id, job.metadata[SWEEP_METADATA], job.submission_id)
+            for job in jobs
+            if job.submission_id
+            and SWEEP_METADATA in (job.metadata or {})
+            and job.status in (JobStatus.PENDING, JobStatus.RUNNING)
+        ]
 
     def check_ready(self) -> None:
         try:

@@ -351,13 +351,21 @@ def test_metrics_count_requests_states_and_launches(
     assert 'dualtune_driver_launches_total{outcome="launched"} 1.0' in text
 
 
-def test_readyz_reports_a_launcher_that_cannot_launch(
-    client: TestClient, launcher: FakeLauncher
+def test_a_launcher_that_is_down_launches_nothing_is_counted_and_leaves_the_api_ready(
+    client: TestClient, reconciler: Reconciler, launcher: FakeLauncher, tenant_token: str
 ) -> None:
+    """Without the launcher's list of running drivers no launch is safe (one might already
+    run): the round changes nothing, says why in /metrics, and the API stays in service."""
+    sweep_id = submit(client, tenant_token)["id"]
     launcher.ready = False
-    response = client.get("/readyz")
-    assert response.status_code == 503
-    assert "not ready" in response.json()["detail"]
+    reconciler.step()
+    assert _sweep(client, tenant_token, sweep_id)["status"] == "pending"
+    assert launcher.drivers == {}
+    assert client.get("/readyz").status_code == 200
+    assert 'dualtune_reconcile_errors_total{kind="Unavailable"} 1.0' in client.get("/metrics").text
+    launcher.ready = True
+    reconciler.step()
+    assert _sweep(client, tenant_token, sweep_id)["status"] == "running"
 
 
 def test_one_round_looks_at_every_active_sweep(
