@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dualtune.core.spec import SweepSpec
+from dualtune.core.states import TRIAL_FINAL, TrialState
 
 TABLE_METRICS: tuple[str, ...] = (
     "train/loss_mean",
@@ -21,7 +22,8 @@ TABLE_METRICS: tuple[str, ...] = (
     "val/feasible_frac",
     "val/accuracy",
 )
-FINAL_STATES = ("succeeded", "diverged", "failed", "cancelled")
+FINAL_STATES: tuple[str, ...] = tuple(s.value for s in TrialState if s in TRIAL_FINAL)
+"""The report counts every final state (0 included), in ``TrialState``'s order."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ def build_report(
         counts[o.status] = counts.get(o.status, 0) + 1
     methods: list[dict[str, Any]] = []
     for method in spec.methods:
-        done = [o for o in outcomes if o.method == method and o.status == "succeeded"]
+        done = [o for o in outcomes if o.method == method and o.status == TrialState.SUCCEEDED]
         feasible = [o for o in done if meets_bounds(o.metrics, sel.subject_to)]
         best = min(feasible, key=lambda o: _score(o, sel.metric, sel.mode), default=None)
         infeasible = None

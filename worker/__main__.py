@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     drive.add_argument("--service-url", required=True)
     drive.add_argument("--sweep-id", required=True)
+    drive.add_argument(
+        "--submission-id",
+        default=None,
+        help="the launch this driver belongs to (logged; the service finds its drivers by it)",
+    )
     drive.add_argument("--storage", type=Path, default=None)
     drive.add_argument("--ray-address", default=os.environ.get("DUALTUNE_RAY_ADDRESS"))
     args = parser.parse_args(argv)
@@ -39,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         from dualtune.worker.drive import drive_sweep
 
         return drive_sweep(
-            args.service_url, args.sweep_id, storage=args.storage, ray_address=args.ray_address
+            args.service_url,
+            args.sweep_id,
+            storage=args.storage,
+            ray_address=args.ray_address,
+            submission_id=args.submission_id,
         )
 
     console = Console(stderr=True)
@@ -55,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Imported here: Ray and torch take seconds to import, not worth it for a bad spec.
     from dualtune.core.report_table import render_report
+    from dualtune.core.states import TrialState
     from dualtune.worker.driver import run_sweep
     from dualtune.worker.preflight import InvalidSweepError
     from dualtune.worker.tracking import tracking_uri_from_env
@@ -96,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(
             f"Compare runs in the MLflow UI at {tracking_uri}", highlight=False, soft_wrap=True
         )
-    failed = result.report["trial_counts"].get("failed", 0)
+    failed = result.report["trial_counts"].get(TrialState.FAILED, 0)
     return 1 if failed else 0
 
 

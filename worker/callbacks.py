@@ -10,26 +10,15 @@ this one keeps only plain data and rebuilds its console view lazily.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from ray.tune import Callback
 
-from dualtune.worker.events import TrialEvent, sink_for
+from dualtune.core.states import TrialState
+from dualtune.worker.events import TrialEvent, finite_metrics, sink_for, trial_state
 from dualtune.worker.pack_trainable import member_outcomes
 from dualtune.worker.progress import SweepProgress
 from dualtune.worker.trainable import ERROR_KEY, RUN_ID_KEY, STATUS_KEY
-
-
-def _finite_metrics(values: dict[str, Any]) -> dict[str, float]:
-    return {
-        k: float(v)
-        for k, v in values.items()
-        if "/" in k
-        and isinstance(v, int | float)
-        and not isinstance(v, bool)
-        and math.isfinite(float(v))
-    }
 
 
 class TrialEvents(Callback):
@@ -79,7 +68,7 @@ class TrialEvents(Callback):
         members = self._members(trial)
         return members if len(members) == 1 else [m for m in members if m not in self.ended]
 
-    def _emit(self, trial_id: str, status: str, **kwargs: Any) -> None:
+    def _emit(self, trial_id: str, status: TrialState, **kwargs: Any) -> None:
         event = TrialEvent(
             self.sweep_id, trial_id, status, attempt=self.attempts.get(trial_id, 1), **kwargs
         )
@@ -94,8 +83,8 @@ class TrialEvents(Callback):
             self.ended.add(trial_id)
             self._emit(
                 trial_id,
-                str(outcome["status"]),
-                metrics=_finite_metrics(outcome.get("metrics") or {}),
+                trial_state(outcome.get("status"), TrialState.FAILED),
+                metrics=finite_metrics(outcome.get("metrics") or {}),
                 mlflow_run_id=outcome.get("run_id") or None,
                 error=outcome.get("error") or None,
             )
@@ -103,11 +92,13 @@ class TrialEvents(Callback):
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         for trial_id in self._open(trial):
             self.attempts[trial_id] = self.attempts.get(trial_id, 0) + 1
-            self._emit(trial_id, "running")
+            self._emit(trial_id, TrialState.RUNNING)
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         for trial_id in self._open(trial):
-            self._emit(trial_id, "running", error="retrying from checkpoint after a failure")
+            self._emit(
+                trial_id, TrialState.RUNNING, error="retrying from checkpoint after a failure"
+            )
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
@@ -119,15 +110,25 @@ class TrialEvents(Callback):
         self, iteration: int, trials: list[Any], trial: Any, **info: Any
     ) -> None:
         result = self.last.get(self._unit(trial), {})
+        # Completed while its last report was an evaluation, not its outcome: Tune stopped
+        # it early (a stopper or a scheduler), which is not an error.
+        stopped = result.get(STATUS_KEY) == TrialState.RUNNING
         if len(self._members(trial)) > 1:
             self._emit_members(result)
-            for trial_id in self._open(trial):  # a pack that ended without its outcome
-                self._emit(trial_id, "failed", error="the pack ended without its outcome")
+            for trial_id in self._open(trial):
+                if stopped:
+                    self._emit(trial_id, TrialState.STOPPED)
+                else:
+                    self._emit(
+                        trial_id, TrialState.FAILED, error="the pack ended without its outcome"
+                    )
             return
         self._emit(
             self._unit(trial),
-            str(result.get(STATUS_KEY, "succeeded")),
-            metrics=_finite_metrics(result),
+            TrialState.STOPPED
+            if stopped
+            else trial_state(result.get(STATUS_KEY), TrialState.SUCCEEDED),
+            metrics=finite_metrics(result),
             mlflow_run_id=str(result.get(RUN_ID_KEY) or "") or None,
             error=str(result.get(ERROR_KEY)) if result.get(ERROR_KEY) else None,
         )
@@ -135,7 +136,7 @@ class TrialEvents(Callback):
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         error = str(getattr(trial, "error_file", "") or "trial failed")
         for trial_id in self._open(trial):
-            self._emit(trial_id, "failed", error=error)
+            self._emit(trial_id, TrialState.FAILED, error=error)
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         if self._progress is not None:

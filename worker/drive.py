@@ -3,10 +3,14 @@
 The driver fetches its sweep (spec, generation, trials to run), checks it here, where the
 spec's plugins are installed (``worker.preflight``), runs the trials with events going to
 the service, then sends every trial's final state once more (a replay is harmless) and
-waits for the service to have them before it exits. Exit status 0 means the service has
-everything; otherwise the service's reconciler relaunches the driver, which resumes. A sweep
-that fails the check is failed on the service with the check's message, before any trial
-starts, and the driver exits with status 5 (a relaunch would fail the same way).
+waits for the service to have them before it exits.
+
+Exit status: 0 the service has everything; 2 no token; 3 the sweep could not be fetched
+(the service did not answer); 4 events not delivered (the service's reconciler relaunches
+the driver, which resumes); 5 the sweep failed the check, and is failed on the service with
+the check's message before any trial starts (a relaunch would fail the same way); 6
+(``REFUSED``) the service refused this driver's token, on any call: it is a stray, or its
+sweep is over, so it stopped its Tuner (``worker.refusal``) and exits without training on.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from pathlib import Path
 from rich.console import Console
 
 from dualtune.core.spec import WORKER_TOKEN_ENV
-from dualtune.worker.events import TrialEvent
+from dualtune.core.states import TrialState
+from dualtune.worker.events import DriverRefusedError, TrialEvent
 from dualtune.worker.service_link import (
+    InputRejectedError,
     ServiceEventSink,
     ServiceLink,
     ServiceRejectedError,
@@ -27,13 +33,27 @@ from dualtune.worker.service_link import (
 
 FLUSH_BUDGET_S = float(os.environ.get("DUALTUNE_EVENTS_FLUSH_S", "300"))
 INVALID_SWEEP = 5
+REFUSED = 6  # worker.refusal.REFUSED; not imported from there: it imports Ray
+log = logging.getLogger("dualtune.worker.drive")
 
 
 def drive_sweep(
-    service_url: str, sweep_id: str, *, storage: Path | None, ray_address: str | None
+    service_url: str,
+    sweep_id: str,
+    *,
+    storage: Path | None,
+    ray_address: str | None,
+    submission_id: str | None = None,
 ) -> int:
     console = Console(stderr=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log.info(
+        "driver of sweep %s (submission %s), pid %d, service %s",
+        sweep_id,
+        submission_id or "-",
+        os.getpid(),
+        service_url,
+    )
     token = os.environ.get(WORKER_TOKEN_ENV)
     if not token:
         console.print(f"{WORKER_TOKEN_ENV} is not set: the service passes it to its drivers")
@@ -41,14 +61,23 @@ def drive_sweep(
     link = ServiceLink(service_url, sweep_id, token)
     try:
         sweep = link.fetch()
-    except (ServiceRejectedError, ConnectionError) as exc:
-        console.print(f"cannot fetch sweep {sweep_id} from {service_url}: {exc}")
+    except ServiceRejectedError as exc:
+        console.print(f"the service refused this driver of sweep {sweep_id}: {exc}", markup=False)
+        link.close()
+        return REFUSED
+    except (InputRejectedError, ConnectionError) as exc:
+        console.print(f"cannot fetch sweep {sweep_id} from {service_url}: {exc}", markup=False)
+        link.close()
         return 3
+    import ray
+
     from dualtune.worker.driver import run_sweep
     from dualtune.worker.preflight import InvalidSweepError
+    from dualtune.worker.refusal import RefusalWatchdog
     from dualtune.worker.tracking import tracking_uri_from_env
 
-    sink = ServiceEventSink(link, sweep.generation)
+    watchdog = RefusalWatchdog()
+    sink = ServiceEventSink(link, sweep.generation, on_refused=watchdog.arm)
     console.print(
         f"sweep {sweep_id} generation {sweep.generation}: {len(sweep.run_trial_ids)} trials",
         highlight=False,
@@ -66,22 +95,33 @@ def drive_sweep(
             experiment_name=sweep.experiment_name,
             finished=sweep.finished,
         )
+    except DriverRefusedError as exc:
+        console.print(f"{exc}; the Tuner stopped, exiting", markup=False, highlight=False)
+        sink.close(0)
+        link.close()
+        ray.shutdown()  # the watchdog ends the process if this hangs
+        watchdog.disarm()
+        return REFUSED
     except InvalidSweepError as exc:
         console.print(f"sweep {sweep_id} cannot run: {exc}", markup=False, highlight=False)
         sink.close(0)
         try:
             link.fail(sweep.generation, str(exc))
-        except (ServiceRejectedError, ConnectionError) as failure:
+        except ServiceRejectedError as refused:
+            console.print(f"the service refused this driver: {refused}", markup=False)
+            link.close()
+            return REFUSED
+        except (InputRejectedError, ConnectionError) as failure:
             console.print(f"the service did not take the sweep's failure: {failure}", markup=False)
         link.close()
         return INVALID_SWEEP
     for record in result.trials:
         outcome = record.outcome
-        sink.emit(
+        sink.emit(  # the sink keeps only finite metrics (events.finite_metrics)
             TrialEvent(
                 sweep_id,
                 outcome.trial_id,
-                outcome.status,
+                TrialState(outcome.status),
                 attempt=record.attempts,
                 metrics=dict(outcome.metrics),
                 mlflow_run_id=record.mlflow_run_id,
@@ -90,6 +130,9 @@ def drive_sweep(
         )
     delivered = sink.close(FLUSH_BUDGET_S)
     link.close()
+    if sink.refused is not None:
+        console.print(f"the service refused this driver: {sink.refused}", markup=False)
+        return REFUSED
     if not delivered:
         console.print("the service did not take every trial's state; exiting for a relaunch")
         return 4

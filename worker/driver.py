@@ -25,11 +25,20 @@ from ray import tune
 
 from dualtune.core.reporting import TrialOutcome, build_report
 from dualtune.core.spec import SweepSpec, TrialConfig
+from dualtune.core.states import TrialState
 from dualtune.worker.callbacks import TrialEvents
-from dualtune.worker.events import EventSink, NullSink, register_sink
+from dualtune.worker.events import (
+    EventSink,
+    NullSink,
+    check_not_refused,
+    finite_metrics,
+    register_sink,
+    trial_state,
+)
 from dualtune.worker.pack_trainable import MEMBERS_KEY, member_outcomes, run_unit
 from dualtune.worker.packing import Unit, plan_units
 from dualtune.worker.preflight import check_sweep
+from dualtune.worker.refusal import StopWhenRefused
 from dualtune.worker.tracking import ensure_experiment, ensure_parent_run, log_sweep_report
 from dualtune.worker.tracking.resilient import ResilientClient
 from dualtune.worker.tracking.sweep_run import final_train_losses
@@ -102,34 +111,35 @@ def _outcome(trial: TrialConfig, result: tune.Result | None) -> TrialRecord:
     metrics: dict[str, Any] = dict(result.metrics or {}) if result is not None else {}
     members = member_outcomes(metrics)
     if members or (STATUS_KEY in metrics and MEMBERS_KEY in metrics):
-        # A pack's member: its own outcome, reported by the pack.
+        # A pack's member: its own outcome, reported by the pack. A pack Tune stopped
+        # mid-training (its last report says running) leaves its open members stopped.
+        stopped = metrics.get(STATUS_KEY) == TrialState.RUNNING and (
+            result is None or result.error is None
+        )
         own = members.get(trial.trial_id, {})
         metrics = {
             **(own.get("metrics") or {}),
-            STATUS_KEY: own.get("status", "failed"),
+            STATUS_KEY: own.get("status", TrialState.STOPPED if stopped else TrialState.FAILED),
             ERROR_KEY: own.get("error") or "",
             RUN_ID_KEY: own.get("run_id") or "",
             LOGGING_KEY: own.get("logging") or "",
             "attempts": metrics.get("attempts", 1),
         }
-    status = str(metrics.get(STATUS_KEY, "failed"))
+    status = trial_state(metrics.get(STATUS_KEY))  # none: it never reported
     error = metrics.get(ERROR_KEY)
     if result is not None and result.error is not None and trial.trial_id not in members:
-        status, error = "failed", f"{type(result.error).__name__}: {result.error}"
-    if status == "running":  # the trial stopped without its final report
-        status = "failed"
-    numeric = {
-        k: float(v)
-        for k, v in metrics.items()
-        if "/" in k and isinstance(v, int | float) and not isinstance(v, bool)
-    }
+        status, error = TrialState.FAILED, f"{type(result.error).__name__}: {result.error}"
+    if status == TrialState.RUNNING:
+        # Its last report was an evaluation, not its outcome, and it did not error: Tune
+        # stopped it (a stopper or a scheduler), with the metrics it had.
+        status = TrialState.STOPPED
     return TrialRecord(
         TrialOutcome(
             trial.trial_id,
             trial.method,
             dict(trial.params),
             status,
-            numeric,
+            finite_metrics(metrics),
             str(error) if error else None,
         ),
         str(metrics.get(RUN_ID_KEY) or "") or None,
@@ -190,6 +200,8 @@ def run_sweep(
     Raises:
         InvalidSweepError: the sweep cannot run here (``worker.preflight``); nothing has
             started.
+        DriverRefusedError: the sink's receiver refused this driver (``worker.refusal``):
+            the Tuner stopped every trial; no report was written.
     """
     spec = check_sweep(spec)
     storage = Path(storage_path or default_storage()).resolve()
@@ -199,6 +211,7 @@ def run_sweep(
     by_id = {t.trial_id: t for t in trials}
     sink = sink or NullSink()
     register_sink(sweep_id, sink)
+    check_not_refused(sweep_id)
 
     client = ResilientClient(tracking_uri)
     experiment_id = ensure_experiment(client, spec.name)
@@ -250,6 +263,8 @@ def run_sweep(
                 # test runs). With two kept, the snapshot's checkpoint is gone only if the
                 # snapshot lags two checkpoints behind.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                # Stops every trial once the service refuses this driver (worker.refusal).
+                stop=StopWhenRefused(sweep_id),
                 callbacks=[
                     TrialEvents(
                         sweep_id,
@@ -264,6 +279,7 @@ def run_sweep(
             ),
         )
     grid = tuner.fit()
+    check_not_refused(sweep_id)  # a stray: no report, nothing more to anyone
 
     results: dict[str, tune.Result] = {}
     for i in range(len(grid)):

@@ -27,6 +27,7 @@ from dualtune.core.engine.fit import fit_pack
 from dualtune.core.engine.pack_trainer import PACK_STATE_VERSION
 from dualtune.core.engine.result import PackEvalReport
 from dualtune.core.spec import TrialConfig
+from dualtune.core.states import TrialState
 from dualtune.worker.trainable import (
     ERROR_KEY,
     LOGGING_KEY,
@@ -107,10 +108,12 @@ def run_pack(trials: Sequence[TrialConfig], tracking: TrackingSettings) -> None:
     epsilon = {t.trial_id: measured_epsilon(t) for t in todo}
     every = trials[0].logging.per_sample_every
 
-    def finish(trial_id: str, status: str, metrics: dict[str, float], error: str | None) -> None:
+    def finish(
+        trial_id: str, status: TrialState, metrics: dict[str, float], error: str | None
+    ) -> None:
         logger = loggers[trial_id]
         logger.set_status_tag(status, error)
-        summary = logger.finish("FINISHED" if status == "succeeded" else "FAILED")
+        summary = logger.finish("FINISHED" if status == TrialState.SUCCEEDED else "FAILED")
         outcomes[trial_id] = {
             "status": status,
             "error": error,
@@ -122,7 +125,7 @@ def run_pack(trials: Sequence[TrialConfig], tracking: TrackingSettings) -> None:
     def diverged(found: dict[str, Diverged]) -> None:
         for trial_id, exc in found.items():
             if trial_id not in outcomes:
-                finish(trial_id, "diverged", {"epoch": float(exc.epoch)}, str(exc))
+                finish(trial_id, TrialState.DIVERGED, {"epoch": float(exc.epoch)}, str(exc))
 
     final_state: dict[str, Any] = {}
 
@@ -139,7 +142,11 @@ def run_pack(trials: Sequence[TrialConfig], tracking: TrackingSettings) -> None:
             final_state.update(state)  # reported once more below, with the outcomes
         else:
             _report(
-                {STATUS_KEY: "running", MEMBERS_KEY: json.dumps(outcomes), "epoch": report.epoch},
+                {
+                    STATUS_KEY: TrialState.RUNNING.value,
+                    MEMBERS_KEY: json.dumps(outcomes),
+                    "epoch": report.epoch,
+                },
                 state,
             )
 
@@ -157,7 +164,7 @@ def run_pack(trials: Sequence[TrialConfig], tracking: TrackingSettings) -> None:
                 epsilon=epsilon[trial_id],
                 multipliers=trial_result.multipliers,
             )
-            finish(trial_id, "succeeded", trial_result.final, None)
+            finish(trial_id, TrialState.SUCCEEDED, trial_result.final, None)
     summary = {STATUS_KEY: "done", MEMBERS_KEY: json.dumps(outcomes)}
     _report(summary, final_state or {"version": PACK_STATE_VERSION, "members": {}, "diverged": {}})
 

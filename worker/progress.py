@@ -7,9 +7,8 @@ import math
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dualtune.core.states import TRIAL_FINAL, TrialState
 from dualtune.worker.events import TrialEvent
-
-FINAL = ("succeeded", "diverged", "failed", "cancelled")
 
 
 class SweepProgress:
@@ -37,31 +36,34 @@ class SweepProgress:
             self._task = self._bar.add_task(self._describe(), total=total)
             self._bar.start()
 
-    def _count(self, state: str) -> int:
+    def _count(self, state: TrialState) -> int:
         return sum(1 for s in self.status.values() if s == state)
 
     def _describe(self) -> str:
         best = f" · best {self.metric} {self.best[0]:.4g} ({self.best[1]})" if self.best else ""
         return (
-            f"running {self._count('running')} · diverged {self._count('diverged')}"
-            f" · failed {self._count('failed')}{best}"
+            f"running {self._count(TrialState.RUNNING)}"
+            f" · diverged {self._count(TrialState.DIVERGED)}"
+            f" · failed {self._count(TrialState.FAILED)}{best}"
         )
 
     def update(self, event: TrialEvent) -> None:
         self.status[event.trial_id] = event.status
         value = event.metrics.get(self.metric)
-        if event.status == "succeeded" and value is not None and math.isfinite(value):
+        if event.status == TrialState.SUCCEEDED and value is not None and math.isfinite(value):
             score = value if self.mode == "min" else -value
             if self.best is None or score < (
                 self.best[0] if self.mode == "min" else -self.best[0]
             ):
                 self.best = (value, event.trial_id)
-        done = sum(1 for s in self.status.values() if s in FINAL)
+        done = sum(1 for s in self.status.values() if s in TRIAL_FINAL)
         if self._bar is not None and self._task is not None:
             self._bar.update(self._task, completed=done, description=self._describe())
-        elif event.status in FINAL:
+        elif event.status in TRIAL_FINAL:
             shown = f" {self.metric}={value:.4g}" if value is not None else ""
-            reason = f" ({event.error})" if event.error and event.status != "succeeded" else ""
+            reason = (
+                f" ({event.error})" if event.error and event.status != TrialState.SUCCEEDED else ""
+            )
             self.console.print(
                 f"[{done}/{self.total}] {event.trial_id} {event.status}{shown}{reason}",
                 highlight=False,

@@ -27,6 +27,7 @@ from dualtune.core.catalog.tasks import TaskInfo
 from dualtune.core.engine.errors import Diverged
 from dualtune.core.engine.result import EvalReport
 from dualtune.core.spec import TrialConfig
+from dualtune.core.states import TrialState
 from dualtune.worker.tracking import TrialRunLogger
 
 STATE_FILE = "trainer_state.pt"
@@ -130,7 +131,7 @@ def run_trial(
         tune.report(
             {
                 **done.metrics,
-                STATUS_KEY: done.status,
+                STATUS_KEY: done.status.value,
                 ERROR_KEY: done.error or "",
                 LOGGING_KEY: "",
                 RUN_ID_KEY: logger.run_id or "",
@@ -151,17 +152,17 @@ def run_trial(
             # Reported once more below, after the plots, with the logging summary.
             final_state.update(report.state_dict())
         else:
-            _report({**report.metrics, STATUS_KEY: "running"}, report.state_dict())
+            _report({**report.metrics, STATUS_KEY: TrialState.RUNNING.value}, report.state_dict())
 
     final_state: dict[str, Any] = {}
     try:
         result = core.fit(trial, reporter=reporter, resume=resume)
     except Diverged as exc:
-        logger.set_status_tag("diverged", str(exc))
+        logger.set_status_tag(TrialState.DIVERGED, str(exc))
         summary = logger.finish("FAILED")
         tune.report(
             {
-                STATUS_KEY: "diverged",
+                STATUS_KEY: TrialState.DIVERGED.value,
                 ERROR_KEY: str(exc),
                 LOGGING_KEY: summary.message,
                 RUN_ID_KEY: logger.run_id or "",
@@ -170,11 +171,11 @@ def run_trial(
         )
         return
     logger.log_final(result.per_sample, epsilon=epsilon, multipliers=result.multipliers)
-    logger.set_status_tag("succeeded")
+    logger.set_status_tag(TrialState.SUCCEEDED)
     summary = logger.finish("FINISHED")
     final = {
         **result.final,
-        STATUS_KEY: "succeeded",
+        STATUS_KEY: TrialState.SUCCEEDED.value,
         LOGGING_KEY: summary.message,
         RUN_ID_KEY: logger.run_id or "",
     }

@@ -8,6 +8,7 @@ import pytest
 import ray
 
 from dualtune.core.spec import SweepSpec
+from tests.worker.served import served  # noqa: F401  (a real service for the driver's tests)
 
 
 @pytest.fixture(scope="module")

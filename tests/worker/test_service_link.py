@@ -36,9 +36,9 @@ def _launched_sweep(
     tenant = repo.create_token("t", "dt_" + sweep_id)
     repo.create_sweep(tenant, sweep_id=sweep_id, name=sweep_id, spec=spec, trials=trials)
     repo.claim("r", lease_s=60)
-    repo.begin_launch(sweep_id, "r", worker_token)
+    repo.begin_launch(sweep_id, "r", worker_token, launch=1, submission_id=f"{sweep_id}-1")
     app = create_app(
-        Settings(data_dir=tmp_path, launcher="fake"),
+        Settings(data_dir=tmp_path, launcher="fake", testing=True),
         FakeLauncher(),
         engine=engine,
         reconcile=False,

@@ -25,6 +25,7 @@ import numpy as np
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 
+from dualtune.core.states import TrialState
 from dualtune.worker.tracking import per_sample as tables
 from dualtune.worker.tracking import plots
 from dualtune.worker.tracking.resilient import ResilientClient
@@ -70,7 +71,7 @@ class LoggingSummary:
 
 @dataclass(frozen=True)
 class CompletedRun:
-    status: str
+    status: TrialState
     metrics: dict[str, float]
     error: str | None
 
@@ -177,7 +178,7 @@ class TrialRunLogger:
             "dualtune.trial_id": self.trial_id,
             "dualtune.method": self.method,
             "dualtune.role": "trial",
-            "dualtune.status": "running",
+            "dualtune.status": TrialState.RUNNING.value,
         }
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
@@ -206,11 +207,11 @@ class TrialRunLogger:
         if not ok or run is None or run.info.status != "FINISHED":
             return None
         status = run.data.tags.get("dualtune.status")
-        if status not in ("succeeded", "diverged"):
+        if status not in (TrialState.SUCCEEDED, TrialState.DIVERGED):
             return None
         self.run_id = str(run.info.run_id)
         return CompletedRun(
-            status,
+            TrialState(status),
             {k: float(v) for k, v in run.data.metrics.items()},
             run.data.tags.get("dualtune.error"),
         )
@@ -269,8 +270,8 @@ class TrialRunLogger:
         plots.multipliers(per_sample, multipliers, directory / "plots" / "multipliers.png", title)
         self._enqueue("final artifacts", lambda c, r: c.log_artifacts(r, str(directory)))
 
-    def set_status_tag(self, status: str, error: str | None = None) -> None:
-        tag = [RunTag("dualtune.status", status)]
+    def set_status_tag(self, status: TrialState, error: str | None = None) -> None:
+        tag = [RunTag("dualtune.status", status.value)]
         if error:
             tag.append(RunTag("dualtune.error", error[:5000]))
         self._enqueue(f"status {status}", lambda c, r: c.log_batch(r, tags=tag))

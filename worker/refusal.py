@@ -1,0 +1,106 @@
+"""A driver the service refused stops: its Tuner first, the whole process if that is slow.
+
+A refused token (``worker.service_link``) means the driver is a stray (its sweep was
+relaunched, so another driver owns the Tune folder) or its sweep is over (cancelled,
+finished): every epoch it trains on costs compute and may write into the other driver's
+experiment. Two mechanisms stop it:
+
+* ``StopWhenRefused``, the Tune stopper: Tune asks ``stop_all`` at every step of its loop
+  (about ten times a second), so the Tuner stops its trials at once and ``fit`` returns.
+  Tune pickles it with the experiment, so it holds only the sweep id and looks the live
+  sink up (``worker.events.refusal``): a restored experiment gets it back.
+* ``RefusalWatchdog``: Tune's stop waits for a trial's next report, and a trial that
+  reports rarely (long epochs, a long evaluation) or an experiment restored from before the
+  stopper existed would keep the driver alive. Once armed it gives the Tuner
+  ``DUALTUNE_REFUSED_GRACE_S`` seconds, then shuts Ray down, kills what is left of this
+  process's children and exits with ``REFUSED`` (6).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from typing import Any
+
+import psutil
+from ray.tune import Stopper
+
+from dualtune.worker.events import refusal
+
+log = logging.getLogger("dualtune.worker.refusal")
+REFUSED = 6
+"""The driver's exit status when the service refused its token."""
+GRACE_S = float(os.environ.get("DUALTUNE_REFUSED_GRACE_S", "15"))
+RAY_SHUTDOWN_S = 15.0
+
+
+class StopWhenRefused(Stopper):
+    """Stops every trial of sweep ``sweep_id`` once its sink was refused."""
+
+    def __init__(self, sweep_id: str) -> None:
+        self.sweep_id = sweep_id
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        del trial_id, result
+        return False
+
+    def stop_all(self) -> bool:
+        return refusal(self.sweep_id) is not None
+
+
+def _shutdown_ray() -> None:
+    import ray
+
+    with contextlib.suppress(Exception):  # the process exits next, whatever Ray says
+        ray.shutdown()
+
+
+def end_process(status: int = REFUSED) -> None:
+    """Shut Ray down (within ``RAY_SHUTDOWN_S``), SIGKILL this process's remaining
+    descendants (Ray's raylet, GCS and workers of a local runtime) and exit with
+    ``status`` at once, without the interpreter's shutdown (Tune's threads may hold it)."""
+    stopper = threading.Thread(target=_shutdown_ray, name="dualtune-ray-shutdown", daemon=True)
+    stopper.start()
+    stopper.join(RAY_SHUTDOWN_S)
+    with contextlib.suppress(psutil.Error):
+        children = psutil.Process().children(recursive=True)
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        psutil.wait_procs(children, timeout=5)
+    logging.shutdown()
+    os._exit(status)
+
+
+class RefusalWatchdog:
+    """Ends the process ``grace_s`` after ``arm``, unless it ended or was disarmed first."""
+
+    def __init__(self, grace_s: float = GRACE_S) -> None:
+        self.grace_s = grace_s
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def arm(self, reason: str) -> None:
+        with self._lock:
+            if self._timer is not None:
+                return
+            log.warning(
+                "refused (%s): the Tuner has %.0f s to stop before the driver ends",
+                reason,
+                self.grace_s,
+            )
+            self._timer = threading.Timer(self.grace_s, self._fire)
+            self._timer.name, self._timer.daemon = "dualtune-refusal-watchdog", True
+            self._timer.start()
+
+    def disarm(self) -> None:
+        """The driver stopped in time and exits on its own."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def _fire(self) -> None:
+        log.error("the Tuner did not stop in %.0f s: shutting Ray down, exiting", self.grace_s)
+        end_process(REFUSED)
