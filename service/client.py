@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from dualtune.core.spec import SweepSpec, load_spec
 from dualtune.core.spec.errors import FieldError
+from dualtune.core.states import SWEEP_FINAL
 from dualtune.service.api.schemas import (
     CatalogPublic,
     ReportPublic,
@@ -33,7 +34,7 @@ from dualtune.service.api.schemas import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+FINAL_STATES = SWEEP_FINAL
 SpecSource = SweepSpec | Mapping[str, Any] | str | Path
 """What ``submit`` takes: a spec, its mapping, its YAML/JSON text, or a file's path."""
 

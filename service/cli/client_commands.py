@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from dualtune.core.spec import SpecError, load_spec
+from dualtune.core.states import SweepState
 from dualtune.service.api.schemas import SweepStatus, TrialStatus
 from dualtune.service.cli.console import app, console, fail
 from dualtune.service.cli.views import SweepProgressBars, print_report, print_sweep, print_trials
@@ -50,7 +51,7 @@ def wait_and_report(c: Client, sweep_id: str) -> int:
         sweep = c.wait(sweep_id, bars.update)
     print_sweep(sweep, console)
     print_report(c.report(sweep_id), _table_console())
-    return 0 if sweep.status == "succeeded" else 1
+    return 0 if sweep.status == SweepState.SUCCEEDED else 1
 
 
 @app.command()

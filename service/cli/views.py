@@ -10,17 +10,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dualtune.core.report_table import render_report
+from dualtune.core.states import TrialState
 from dualtune.service.api.schemas import ReportPublic, SweepPublic, TrialPublic
 
-STATES = ("pending", "running", "succeeded", "diverged", "failed", "cancelled")
-COLOURS = {
-    "pending": "grey50",
-    "running": "cyan",
-    "succeeded": "green",
-    "diverged": "yellow",
-    "failed": "red",
-    "cancelled": "magenta",
+COLOURS: dict[TrialState, str] = {
+    TrialState.PENDING: "grey50",
+    TrialState.RUNNING: "cyan",
+    TrialState.SUCCEEDED: "green",
+    TrialState.DIVERGED: "yellow",
+    TrialState.STOPPED: "blue",
+    TrialState.FAILED: "red",
+    TrialState.CANCELLED: "magenta",
 }
+STATES = tuple(COLOURS)
+"""The trial states in the order the progress bars show them."""
 
 
 class SweepProgressBars:

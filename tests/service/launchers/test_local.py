@@ -14,11 +14,13 @@ from dualtune.service.launchers.base import expand_env
 from tests.service.stack import free_port
 
 
-def _request(runtime: Runtime | None = None, env: dict[str, str] | None = None) -> LaunchRequest:
+def _request(
+    runtime: Runtime | None = None, env: dict[str, str] | None = None, launch: int = 1
+) -> LaunchRequest:
     return LaunchRequest(
         sweep_id="sw-local0001",
         generation=0,
-        launch=1,
+        launch=launch,
         service_url=f"http://127.0.0.1:{free_port()}",  # nobody there: the driver waits
         worker_token="dtw_test",
         tracking_uri="sqlite:////tmp/unused-mlflow.db",
@@ -52,6 +54,40 @@ def test_a_driver_from_an_earlier_service_process_is_found_by_pid(tmp_path: Path
     assert _until(first, ref, DriverState.FAILED) == DriverState.FAILED  # reaped by its parent
     assert restarted.state(ref) == DriverState.GONE
     assert restarted.state("local:999999:1.00") == DriverState.GONE
+
+
+def test_running_drivers_finds_every_driver_by_its_command_line(tmp_path: Path) -> None:
+    """Also those another service process started: a restarted service adopts or stops them."""
+    first = LocalLauncher(log_dir=tmp_path / "logs", data_dir=tmp_path)
+    ref = first.launch(_request())
+    other = first.launch(_request(launch=2))
+    restarted = LocalLauncher(log_dir=tmp_path / "logs", data_dir=tmp_path)
+    try:
+        found = {(d.ref, d.sweep_id, d.submission_id) for d in restarted.running_drivers()}
+        assert (ref, "sw-local0001", "dualtune-sw-local0001-g0-l1") in found
+        assert (other, "sw-local0001", "dualtune-sw-local0001-g0-l2") in found
+        restarted.stop(other)
+        assert _until(first, other, DriverState.FAILED) == DriverState.FAILED
+        assert other not in {d.ref for d in restarted.running_drivers()}
+    finally:
+        first.stop(ref)
+        first.stop(other)
+        assert _until(first, ref, DriverState.FAILED) == DriverState.FAILED
+
+
+def test_the_driver_inherits_only_an_allow_list_of_the_services_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DUALTUNE_DATABASE_URL", "postgresql://svc:secret@db/dualtune")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "ray-secret")
+    monkeypatch.setenv("SOME_OTHER_SECRET", "x")
+    monkeypatch.setenv("DUALTUNE_NUM_CPUS", "2")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "for-the-tracking-server")
+    env = LocalLauncher(log_dir=tmp_path / "logs", data_dir=tmp_path).driver_env(_request())
+    assert not {"DUALTUNE_DATABASE_URL", "RAY_AUTH_TOKEN", "SOME_OTHER_SECRET"} & set(env)
+    assert env["DUALTUNE_NUM_CPUS"] == "2"  # the driver's own knobs pass
+    assert env["MLFLOW_TRACKING_TOKEN"] == "for-the-tracking-server"
+    assert env["PATH"]
 
 
 def test_env_references_expand_as_ray_expands_them() -> None:

@@ -167,6 +167,8 @@ def test_submit_status_logs_stop_and_idempotent_resubmission(jobs_api: str) -> N
     assert ref == "dualtune-sw-rayjobs01-g0-l1"  # derived from the sweep, generation, launch
     assert launcher.state(ref) == DriverState.RUNNING
     assert launcher.launch(request) == ref  # the same launch again adopts the job
+    found = [d for d in launcher.running_drivers() if d.sweep_id == "sw-rayjobs01"]
+    assert [(d.ref, d.submission_id) for d in found] == [(ref, ref)]  # one job, one driver
     deadline = time.monotonic() + 60
     while "worker drive" not in launcher.logs(ref) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -175,6 +177,7 @@ def test_submit_status_logs_stop_and_idempotent_resubmission(jobs_api: str) -> N
     launcher.stop(ref)
     assert _until(launcher, ref, DriverState.FAILED) == DriverState.FAILED
     launcher.stop(ref)  # idempotent
+    assert [d for d in launcher.running_drivers() if d.sweep_id == "sw-rayjobs01"] == []
     relaunch = launcher.launch(_request(launch=2))
     assert relaunch != ref
     launcher.stop(relaunch)
