@@ -8,10 +8,6 @@ from typing import Any, Generic, TypeVar
 
 from dualtune.core.states import SweepState, TrialState
 
-# Kept for the metrics module until it iterates the enums itself (states live in core.states).
-SWEEP_STATES = tuple(SweepState)
-TRIAL_STATES = tuple(TrialState)
-
 T = TypeVar("T")
 
 
