@@ -23,7 +23,7 @@ from rich.console import Console
 
 from dualtune.core.spec import WORKER_TOKEN_ENV
 from dualtune.core.states import TrialState
-from dualtune.worker.events import DriverRefusedError, TrialEvent
+from dualtune.worker.events import REFUSED, DriverRefusedError, TrialEvent
 from dualtune.worker.service_link import (
     InputRejectedError,
     ServiceEventSink,
@@ -33,7 +33,6 @@ from dualtune.worker.service_link import (
 
 FLUSH_BUDGET_S = float(os.environ.get("DUALTUNE_EVENTS_FLUSH_S", "300"))
 INVALID_SWEEP = 5
-REFUSED = 6  # worker.refusal.REFUSED; not imported from there: it imports Ray
 log = logging.getLogger("dualtune.worker.drive")
 
 
@@ -69,11 +68,9 @@ def drive_sweep(
         console.print(f"cannot fetch sweep {sweep_id} from {service_url}: {exc}", markup=False)
         link.close()
         return 3
-    import ray
-
     from dualtune.worker.driver import run_sweep
     from dualtune.worker.preflight import InvalidSweepError
-    from dualtune.worker.refusal import RefusalWatchdog
+    from dualtune.worker.refusal import RefusalWatchdog, end_process
     from dualtune.worker.tracking import tracking_uri_from_env
 
     watchdog = RefusalWatchdog()
@@ -96,12 +93,10 @@ def drive_sweep(
             finished=sweep.finished,
         )
     except DriverRefusedError as exc:
-        console.print(f"{exc}; the Tuner stopped, exiting", markup=False, highlight=False)
+        console.print(f"{exc}; the Tuner stopped", markup=False, highlight=False)
         sink.close(0)
         link.close()
-        ray.shutdown()  # the watchdog ends the process if this hangs
-        watchdog.disarm()
-        return REFUSED
+        end_process(REFUSED)  # Ray down (its leftovers killed) and out: nothing more here
     except InvalidSweepError as exc:
         console.print(f"sweep {sweep_id} cannot run: {exc}", markup=False, highlight=False)
         sink.close(0)

@@ -11,6 +11,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from dualtune.core.states import TrialState
 
+REFUSED = 6
+"""The driver's exit status when the service refused its token (``worker.refusal``)."""
+
 
 @dataclass(frozen=True)
 class TrialEvent:

@@ -21,19 +21,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
-from typing import Any
+from typing import Any, NoReturn
 
 import psutil
 from ray.tune import Stopper
 
-from dualtune.worker.events import refusal
+from dualtune.worker.events import REFUSED, refusal
 
 log = logging.getLogger("dualtune.worker.refusal")
-REFUSED = 6
-"""The driver's exit status when the service refused its token."""
 GRACE_S = float(os.environ.get("DUALTUNE_REFUSED_GRACE_S", "15"))
-RAY_SHUTDOWN_S = 15.0
+RAY_SHUTDOWN_S = 5.0
+"""How long Ray may take to shut down gracefully (seen: 12 s for a local runtime on a busy
+machine) before what is left of it is killed: a refused driver has nothing to save."""
 
 
 class StopWhenRefused(Stopper):
@@ -57,10 +58,12 @@ def _shutdown_ray() -> None:
         ray.shutdown()
 
 
-def end_process(status: int = REFUSED) -> None:
+def end_process(status: int = REFUSED) -> NoReturn:
     """Shut Ray down (within ``RAY_SHUTDOWN_S``), SIGKILL this process's remaining
     descendants (Ray's raylet, GCS and workers of a local runtime) and exit with
-    ``status`` at once, without the interpreter's shutdown (Tune's threads may hold it)."""
+    ``status`` at once, without the interpreter's shutdown (Tune's threads may hold it).
+    A driver on a remote cluster has no such descendants: the cluster ends the job's
+    actors when its driver is gone."""
     stopper = threading.Thread(target=_shutdown_ray, name="dualtune-ray-shutdown", daemon=True)
     stopper.start()
     stopper.join(RAY_SHUTDOWN_S)
@@ -70,12 +73,16 @@ def end_process(status: int = REFUSED) -> None:
             with contextlib.suppress(psutil.Error):
                 child.kill()
         psutil.wait_procs(children, timeout=5)
+    log.info("exiting with status %d", status)
     logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
     os._exit(status)
 
 
 class RefusalWatchdog:
-    """Ends the process ``grace_s`` after ``arm``, unless it ended or was disarmed first."""
+    """Ends the process ``grace_s`` after ``arm``, unless it ended first."""
 
     def __init__(self, grace_s: float = GRACE_S) -> None:
         self.grace_s = grace_s
@@ -94,12 +101,6 @@ class RefusalWatchdog:
             self._timer = threading.Timer(self.grace_s, self._fire)
             self._timer.name, self._timer.daemon = "dualtune-refusal-watchdog", True
             self._timer.start()
-
-    def disarm(self) -> None:
-        """The driver stopped in time and exits on its own."""
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
 
     def _fire(self) -> None:
         log.error("the Tuner did not stop in %.0f s: shutting Ray down, exiting", self.grace_s)

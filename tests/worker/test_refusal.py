@@ -14,8 +14,8 @@ import time
 import psutil
 
 from dualtune.core.states import TrialState
-from dualtune.worker.events import TrialEvent, register_sink
-from dualtune.worker.refusal import REFUSED, StopWhenRefused
+from dualtune.worker.events import REFUSED, TrialEvent, register_sink
+from dualtune.worker.refusal import StopWhenRefused
 from dualtune.worker.service_link import ServiceEventSink, ServiceLink
 from tests.worker.served import Served, moons_spec
 
