@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """Default: SQLite ``{data_dir}/dualtune.db`` (WAL mode)."""
     launcher: Literal["local", "ray", "fake"] = "local"
+    """``fake`` runs no driver at all: only with ``testing`` (``DUALTUNE_TESTING=1``)."""
+    testing: bool = False
+    """Allows what only tests may use (the ``fake`` launcher)."""
     ray_address: str | None = None
     """For the ``ray`` launcher: the Ray dashboard / Jobs API address (``http://host:8265``)."""
     ray_auth_token: str | None = None
@@ -44,6 +47,20 @@ class Settings(BaseSettings):
     """Larger request bodies get a 413."""
     max_trials: int = Field(default=10_000, ge=1)
     """The most trials one sweep may expand to; checked before the grid is expanded."""
+    launcher_check_interval_s: float = Field(default=10.0, gt=0)
+    """How often a background thread asks the launcher whether it can launch (``/healthz``
+    and ``dualtune_launcher_up`` show the answer; readiness never waits on it)."""
+    launcher_check_timeout_s: float = Field(default=5.0, gt=0)
+    """How long one such check may take before the launcher counts as down."""
+
+    @model_validator(mode="after")
+    def _fake_only_in_tests(self) -> Settings:
+        if self.launcher == "fake" and not self.testing:
+            raise ValueError(
+                "DUALTUNE_LAUNCHER=fake launches no driver (sweeps would never run): it is for "
+                "tests and needs DUALTUNE_TESTING=1 as well; use local or ray"
+            )
+        return self
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'dualtune.db'}"

@@ -1,4 +1,5 @@
-"""``create_app(settings, launcher)``: the service, with its reconciler in the background."""
+"""``create_app(settings, launcher)``: the service, with its reconciler and the launcher's
+health check in the background."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from dualtune.service.api.errors import install_error_handlers
 from dualtune.service.api.metrics import ServiceMetrics
@@ -16,10 +18,12 @@ from dualtune.service.api.middleware import BodyLimit, RequestMetrics
 from dualtune.service.api.routes import meta, sweeps, worker
 from dualtune.service.api.tenant_cache import TenantCache
 from dualtune.service.db.engine import make_engine
-from dualtune.service.db.migrate import check_schema
+from dualtune.service.db.migrate import SchemaState, check_schema
 from dualtune.service.db.repository import Repository
+from dualtune.service.errors import Unavailable
+from dualtune.service.launcher_health import LauncherHealthMonitor
 from dualtune.service.launchers import FakeLauncher, Launcher, LocalLauncher, RayJobsLauncher
-from dualtune.service.reconciler import Reconciler, default_replica_id
+from dualtune.service.reconciler import Reconciler, lease_owner
 from dualtune.service.settings import Settings
 
 
@@ -44,11 +48,18 @@ def create_app(
     engine: Engine | None = None,
     reconcile: bool = True,
 ) -> FastAPI:
-    """The service. Refuses to start (``SchemaOutOfDate``) on a database whose schema is not
-    the code's. ``reconcile=False`` leaves the reconciler to the caller (tests step it)."""
+    """The service. Refuses to start (``SchemaOutOfDate``) on a database whose schema this
+    code cannot run on (behind it, or more than one revision ahead). ``reconcile=False``
+    leaves the reconciler to the caller (tests step it)."""
     settings = settings or Settings()
+    own_engine = engine is None
     engine = engine or make_engine(settings.resolved_database_url())
-    check_schema(engine)
+    try:
+        check_schema(engine)
+    except Exception:
+        if own_engine:
+            engine.dispose()
+        raise
     repo = Repository(engine)
     launcher = launcher or make_launcher(settings)
     metrics = ServiceMetrics(repo)
@@ -57,7 +68,7 @@ def create_app(
         launcher,
         service_url=settings.resolved_service_url(),
         tracking_uri=settings.resolved_tracking_uri(),
-        owner=settings.replica_id or default_replica_id(),
+        owner=lease_owner(settings.replica_id),
         lease_s=settings.lease_s,
         max_launches=settings.max_relaunches,
         metrics=metrics,
@@ -65,22 +76,37 @@ def create_app(
         if settings.driver_data_dir
         else {},
     )
+    launcher_health = LauncherHealthMonitor(
+        launcher,
+        timeout_s=settings.launcher_check_timeout_s,
+        on_result=lambda up: metrics.launcher_up.set(1 if up else 0),
+    )
     stop = threading.Event()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        thread = None
-        if reconcile:
-            thread = threading.Thread(
-                target=reconciler.run,
-                args=(stop, settings.reconcile_interval_s),
-                name="dualtune-reconciler",
+        threads = [
+            threading.Thread(
+                target=launcher_health.run,
+                args=(stop, settings.launcher_check_interval_s),
+                name="dualtune-launcher-health",
                 daemon=True,
             )
+        ]
+        if reconcile:
+            threads.append(
+                threading.Thread(
+                    target=reconciler.run,
+                    args=(stop, settings.reconcile_interval_s),
+                    name="dualtune-reconciler",
+                    daemon=True,
+                )
+            )
+        for thread in threads:
             thread.start()
         yield
         stop.set()
-        if thread is not None:
+        for thread in threads:
             thread.join(timeout=30)
 
     app = FastAPI(
@@ -95,11 +121,16 @@ def create_app(
     app.state.launcher = launcher
     app.state.metrics = metrics
     app.state.reconciler = reconciler
+    app.state.launcher_health = launcher_health
 
-    def check_ready() -> None:
+    def check_ready() -> SchemaState:
+        """The database answers and this code runs on its schema. Not the launcher: its
+        health is in /healthz and /metrics (a slow Ray head must not unready the API)."""
         repo.ping()
-        check_schema(engine)
-        launcher.check_ready()
+        try:
+            return check_schema(engine)
+        except SQLAlchemyError as exc:
+            raise Unavailable(f"the database does not answer: {str(exc).splitlines()[0]}") from exc
 
     app.state.check_ready = check_ready
     install_error_handlers(app)

@@ -1,15 +1,16 @@
-"""Prometheus metrics: HTTP requests, sweeps and trials by state, launch latency."""
+"""Prometheus metrics: HTTP requests, sweeps and trials by state, launches, reconciler errors,
+stray drivers, the launcher's health, rejected events."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from dualtune.core.states import SweepState, TrialState
 from dualtune.service.db.repository import Repository
-from dualtune.service.records import SWEEP_STATES, TRIAL_STATES
 
 
 class _StateGauges(Collector):
@@ -26,10 +27,10 @@ class _StateGauges(Collector):
             by_sweep, by_trial = self.repo.sweeps_by_status(), self.repo.trials_by_status()
         except Exception:  # a scrape must not fail because the DB blinked; readyz says so
             return
-        for state in SWEEP_STATES:
-            sweeps.add_metric([state], by_sweep.get(state, 0))
-        for state in TRIAL_STATES:
-            trials.add_metric([state], by_trial.get(state, 0))
+        for sweep_state in SweepState:
+            sweeps.add_metric([sweep_state.value], by_sweep.get(sweep_state, 0))
+        for trial_state in TrialState:
+            trials.add_metric([trial_state.value], by_trial.get(trial_state, 0))
         yield sweeps
         yield trials
 
@@ -62,6 +63,27 @@ class ServiceMetrics:
             "dualtune_driver_launches",
             "Driver launches by outcome (launched, relaunched, failed)",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.reconcile_errors = Counter(
+            "dualtune_reconcile_errors",
+            "Reconcile steps of one sweep that raised, by exception class (the round goes on)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.strays_stopped = Counter(
+            "dualtune_stray_drivers_stopped",
+            "Drivers stopped because they were not their sweep's current launch",
+            registry=self.registry,
+        )
+        self.launcher_up = Gauge(
+            "dualtune_launcher_up",
+            "1 when the launcher's last background check succeeded, else 0",
+            registry=self.registry,
+        )
+        self.events_rejected = Counter(
+            "dualtune_events_rejected",
+            "Trial events rejected one by one (invalid, or a final trial's state changed)",
             registry=self.registry,
         )
         self.registry.register(_StateGauges(repo))

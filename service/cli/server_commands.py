@@ -1,5 +1,5 @@
 """Commands that run the service: ``up`` (the embedded stack), ``serve`` (containers),
-``demo``, ``db upgrade`` and ``token create``."""
+``demo``, ``db upgrade`` / ``db downgrade`` and ``token create``."""
 
 from __future__ import annotations
 
@@ -17,13 +17,15 @@ from typing import Annotated
 
 import psutil
 import typer
+from pydantic import ValidationError
+from sqlalchemy import Engine
 
 from dualtune.core.spec import SpecError, load_spec
 from dualtune.service.cli.client_commands import wait_and_report
 from dualtune.service.cli.console import app, console, fail
 from dualtune.service.client import Client, ClientError
 from dualtune.service.db.engine import make_engine
-from dualtune.service.db.migrate import current_revision, head_revision, upgrade
+from dualtune.service.db.migrate import Fit, downgrade, upgrade
 from dualtune.service.db.repository import Repository
 from dualtune.service.errors import ServiceError, Unauthorized
 from dualtune.service.settings import Settings
@@ -45,25 +47,73 @@ def _settings(data_dir: Path | None = None, **overrides: object) -> Settings:
     values: dict[str, object] = dict(overrides)
     if data_dir is not None:
         values["data_dir"] = data_dir.expanduser().resolve()
-    return Settings(**values)  # type: ignore[arg-type]
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise fail(_settings_problems(exc)) from None
+
+
+def _settings_problems(exc: ValidationError) -> str:
+    """Each problem under the environment variable that sets it."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"DUALTUNE_{where.upper()}: {message}" if where else message)
+    return "invalid settings: " + "; ".join(lines)
+
+
+def _database(data_dir: Path | None) -> Engine:
+    url = _settings(data_dir).resolved_database_url()
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return make_engine(url)
 
 
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDir = None) -> None:
-    """Bring the database (DUALTUNE_DATABASE_URL) to this version's schema."""
-    settings = _settings(data_dir)
-    url = settings.resolved_database_url()
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(url)
+    """Bring the database (DUALTUNE_DATABASE_URL) to this version's schema. On a database
+    one revision ahead (a newer release migrated it; this one runs on it) it does nothing."""
+    engine = _database(data_dir)
     try:
-        before = current_revision(engine)
-        upgrade(engine)
+        before = upgrade(engine)
+    except ServiceError as exc:
+        raise fail(exc.message) from None
     except Exception as exc:  # the DB's own message names the problem (host, auth, ...)
         raise fail(f"cannot upgrade {engine.url.render_as_string()}: {exc}") from None
+    finally:
+        engine.dispose()
+    if before.fit is Fit.ONE_AHEAD:
+        console.print(
+            f"database at revision {before.current}, one ahead of this dualtune's "
+            f"{before.head}, which runs on it: nothing to do",
+            highlight=False,
+        )
+        return
     console.print(
-        f"database at revision {head_revision()} (was {before or 'empty'})", highlight=False
+        f"database at revision {before.head} (was {before.current or 'empty'})", highlight=False
     )
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[
+        str, typer.Argument(help="the revision to go back to (the previous release's)")
+    ],
+    data_dir: DataDir = None,
+) -> None:
+    """Take the database back to REVISION before rolling back to the release that needs it
+    (a rollback by one release needs none: that release runs on this schema)."""
+    engine = _database(data_dir)
+    try:
+        before = downgrade(engine, revision)
+    except ServiceError as exc:
+        raise fail(exc.message) from None
+    except Exception as exc:  # the DB's own message names the problem (host, auth, ...)
+        raise fail(f"cannot downgrade {engine.url.render_as_string()}: {exc}") from None
+    finally:
+        engine.dispose()
+    console.print(f"database at revision {revision} (was {before.current})", highlight=False)
 
 
 @token_app.command("create")
@@ -216,7 +266,9 @@ def up(
         data_dir,
         port=port,
         launcher="local",
-        replica_id="embedded",  # a restarted stack takes its sweeps back at once
+        # The leases' owner prefix: a restarted stack on this host sees its old process is
+        # gone and takes its sweeps back at once.
+        replica_id="embedded",
         mlflow_ui_url=f"http://127.0.0.1:{mlflow_port}" if ui else None,
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -242,7 +294,10 @@ def up(
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="interface to listen on")] = "0.0.0.0",
+    host: Annotated[
+        str,
+        typer.Option(help="interface to listen on (0.0.0.0: every one, as in a container)"),
+    ] = "127.0.0.1",
     workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
 ) -> None:
     """The service alone, settings from DUALTUNE_* (containers). Needs `dualtune db upgrade`."""

@@ -65,6 +65,9 @@ def test_the_service_talks_to_the_stack_with_real_settings() -> None:
     for name in env:
         assert name.removeprefix("DUALTUNE_").lower() in Settings.model_fields, name
     assert env["DUALTUNE_LAUNCHER"] == "ray"
+    # `serve` listens on 127.0.0.1 by default; the other containers reach it by its name.
+    command = services["service"]["command"]
+    assert command[command.index("--host") + 1] == "0.0.0.0"
     for setting in [
         "DUALTUNE_RAY_ADDRESS",
         "DUALTUNE_MLFLOW_TRACKING_URI",

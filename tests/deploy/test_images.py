@@ -112,7 +112,8 @@ def test_service_image_installs_its_lock_before_the_source_and_leaves_the_worker
     assert "--no-deps" in stage
     assert not {"mlflow", "mlflow-skinny", "pyarrow", "matplotlib"} & set(lock("service"))
     assert "'torch' in sys.modules" in stage  # the build fails if importing the app loads torch
-    assert re.search(r'^CMD \["dualtune", "serve"', stage, re.MULTILINE)
+    # `serve` listens on 127.0.0.1 by default: a container's port needs every interface.
+    assert re.search(r'^CMD \["dualtune", "serve", "--host", "0.0.0.0"', stage, re.MULTILINE)
     assert "USER 10001:10001" in stage
 
 

@@ -1,8 +1,11 @@
 """The commands the chart runs in the service image exist and do what the chart expects of
 them. With an external database the init container waits for the schema (the hook Job
-migrates) and lets the pod start once it is current; with the bundled Postgres the init
-container waits for the database, then migrates it under an advisory lock, one pod at a time.
-`dualtune serve` / `dualtune db upgrade` take the arguments the chart passes."""
+migrates) and lets the pod start once this code runs on it (current, or one revision ahead:
+a `helm rollback` after an upgrade); with the bundled Postgres the init container waits for
+the database, then migrates it under an advisory lock, one pod at a time (a no-op on a
+schema one revision ahead). `dualtune serve` / `dualtune db upgrade` take the arguments the
+chart passes. The scripts run outside the repository, as in the image: only the installed
+`dualtune` package is importable."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +23,14 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from dualtune.service.db.engine import make_engine
-from dualtune.service.db.migrate import check_schema, current_revision, upgrade
+from dualtune.service.db.migrate import (
+    check_schema,
+    current_revision,
+    head_revision,
+    known_revisions,
+    upgrade,
+)
+from dualtune.service.db.migrations.lineage import LINEAGE
 from tests.deploy.chart import containers, render_profile
 
 PG_SERVER = os.environ.get("DUALTUNE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -51,7 +62,12 @@ def run_with_database(
     url: str, command: list[str], timeout: float
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        command, env=database_env(url), capture_output=True, text=True, timeout=timeout
+        command,
+        env=database_env(url),
+        cwd=tempfile.gettempdir(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -59,6 +75,7 @@ def start_with_database(url: str, command: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         command,
         env=database_env(url),
+        cwd=tempfile.gettempdir(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -91,6 +108,58 @@ def test_wait_for_schema_lets_the_pod_start_on_a_current_schema(tmp_path: Path) 
 
     assert finished.returncode == 0, finished.stderr
     assert finished.stdout == ""
+
+
+def as_if_the_next_release_migrated(url: str) -> None:
+    """What the next release's migration leaves: a revision this code does not know, whose
+    recorded parent is this code's head."""
+    engine = make_engine(url)
+    upgrade(engine)
+    with engine.begin() as c:
+        c.execute(LINEAGE.insert().values(revision="next1", down_revision=head_revision()))
+        c.execute(text("UPDATE alembic_version SET version_num = 'next1'"))
+    engine.dispose()
+
+
+def test_wait_for_schema_lets_a_rolled_back_pod_start_on_the_next_release_s_schema(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'dualtune.db'}"
+    as_if_the_next_release_migrated(url)
+
+    finished = run_with_database(url, wait_for_schema_script(), timeout=60)
+
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+
+
+def test_wait_for_schema_keeps_waiting_on_a_schema_behind_the_code(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'dualtune.db'}"
+    previous = known_revisions()[1]
+    engine = make_engine(url)
+    upgrade(engine, previous)
+    engine.dispose()
+
+    with pytest.raises(subprocess.TimeoutExpired) as waited:
+        run_with_database(url, wait_for_schema_script(), timeout=8)
+
+    output = waited.value.stdout
+    text_ = output.decode() if isinstance(output, bytes) else output or ""
+    assert f"is at revision {previous}; this dualtune needs revision {head_revision()}" in text_
+
+
+def test_migrate_of_a_rolled_back_pod_passes_on_the_next_release_s_schema(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'dualtune.db'}"
+    as_if_the_next_release_migrated(url)
+
+    finished = run_with_database(url, migrate_script(), timeout=120)
+
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "nothing to do" in finished.stdout
+    engine = make_engine(url)
+    assert current_revision(engine) == "next1"
+    engine.dispose()
 
 
 def test_wait_for_schema_keeps_waiting_on_an_empty_database(tmp_path: Path) -> None:
@@ -168,8 +237,12 @@ def test_replicas_starting_together_all_migrate_cleanly(empty_postgres: str) -> 
 
 @pytest.mark.parametrize(
     ("command", "options"),
-    [(["serve"], ["--host", "--workers"]), (["db", "upgrade"], [])],
-    ids=["serve", "db upgrade"],
+    [
+        (["serve"], ["--host", "--workers"]),
+        (["db", "upgrade"], []),
+        (["db", "downgrade"], ["REVISION"]),
+    ],
+    ids=["serve", "db upgrade", "db downgrade"],
 )
 def test_cli_takes_the_arguments_the_chart_passes(command: list[str], options: list[str]) -> None:
     helped = subprocess.run(

@@ -97,6 +97,14 @@ def test_service_is_probed_on_healthz_and_readyz() -> None:
     assert container["command"][:2] == ["dualtune", "serve"]
 
 
+def test_the_service_listens_on_every_interface_of_its_pod() -> None:
+    """`dualtune serve` listens on 127.0.0.1 unless told otherwise: the probes and the
+    Service reach the pod's own address."""
+    command = api_container(render_profile("default"))["command"]
+
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+
+
 @pytest.mark.parametrize("profile", PROFILES)
 def test_service_settings_are_real_settings(profile: str) -> None:
     rendered = render_profile(profile)

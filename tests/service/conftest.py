@@ -98,6 +98,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         data_dir=tmp_path,
         database_url=database_url,
         launcher="fake",
+        testing=True,
         mlflow_ui_url="http://mlflow.test",
         service_url="http://service.test",
         replica_id="replica-a",
