@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +40,9 @@ from dualtune.service.faults import (
     POINTS,
 )
 from tests.service.campaign import sampler as drivers
+from tests.service.campaign.database import Snapshot, lease_owner, snapshot
 from tests.service.campaign.mlflow_runs import sweep_runs
-from tests.service.campaign.postgres import lease_owner, scratch_database
+from tests.service.campaign.postgres import scratch_database
 from tests.service.campaign.proxy import Balancer
 from tests.service.campaign.services import ServiceProcess, cli, embedded, replica, stop_drivers
 from tests.service.stack import free_port
@@ -55,12 +56,38 @@ SPEC: dict[str, Any] = {
     "constraint": {"kind": "sample_loss"},
     "methods": ["erm", "fl"],
     "grid": {"epsilon": [0.1, 0.3], "dual_lr": [0.05], "seed": 0},
-    "train": {"epochs": 8},
+    "train": {"epochs": 3},
     "pack": "off",  # one Ray trial per trial: events spread over the run, two at a time
     "logging": {"per_sample_every": 1000},
 }
-CUTS = [LAUNCH_RECORDED, LAUNCH_STARTED, f"{EVENTS_APPLIED}:2", FINISH_BEGUN]
-"""Every crash point; the events are cut at the second batch, with trials still running."""
+CUTS = [LAUNCH_RECORDED, LAUNCH_STARTED, f"{EVENTS_APPLIED}:3", FINISH_BEGUN]
+"""Every crash point. The events are cut at the third batch: the first carries the MLflow ids
+alone, the second the first trials' events; the third can never be the last, since the third
+trial starts only once one of the first two has ended."""
+AT_THE_CUT: dict[str, tuple[str, Callable[[Snapshot, bool], bool]]] = {
+    LAUNCH_RECORDED: (
+        "launching, no driver reference, no driver started",
+        lambda db, driver_alive: (
+            db.status == SweepState.LAUNCHING and db.launcher_ref is None and not driver_alive
+        ),
+    ),
+    LAUNCH_STARTED: (
+        "launching, no driver reference, its driver alive",
+        lambda db, driver_alive: (
+            db.status == SweepState.LAUNCHING and db.launcher_ref is None and driver_alive
+        ),
+    ),
+    EVENTS_APPLIED: (
+        "mid-events: some trial reported, some not final",
+        lambda db, driver_alive: db.some_reported and not db.all_final,
+    ),
+    FINISH_BEGUN: (
+        "every trial final, the sweep not closed",
+        lambda db, driver_alive: db.all_final and db.status not in SWEEP_FINAL,
+    ),
+}
+"""Where each cut must fall, as the database (and the process table) show it after the kill:
+the crash points are where ``dualtune.service.faults`` says they are."""
 SWEEP_S = 300.0
 DRIVER_EXIT_S = 30.0
 
@@ -77,6 +104,12 @@ class Campaign:
     sampler: drivers.DriverSampler
     services: list[ServiceProcess] = field(default_factory=list)
     sweep_ids: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def note(self, what: str) -> None:
+        """A line of the run's story (seconds since the start), printed with the logs."""
+        self.notes.append(f"{time.monotonic() - self.started:6.1f} s  {what}")
 
     @property
     def data_dir(self) -> Path:
@@ -91,7 +124,8 @@ class Campaign:
         return service
 
     def report(self) -> str:
-        parts = [service.log_text() for service in self.services]
+        parts = ["===== campaign notes =====", *self.notes]
+        parts += [service.log_text() for service in self.services]
         for path in sorted((self.data_dir / "logs").glob("*.log")):
             parts.append(f"===== driver log {path.name} =====\n{_tail(path)}")
         for sweep_id in self.sweep_ids:
@@ -114,7 +148,9 @@ def campaign(tmp_path: Path) -> Iterator[Campaign]:
                 service.kill()
             for sweep_id in run.sweep_ids:
                 stop_drivers({d.pid for d in drivers.alive(sweep_id)})
-            print(run.report())  # shown by pytest when the test failed
+            report = run.report()
+            (tmp_path / "campaign-report.txt").write_text(report)
+            print(report)  # shown by pytest when the test failed
 
 
 def _api(url: str, token: str) -> httpx.Client:
@@ -128,6 +164,7 @@ def _submit(api: httpx.Client, campaign: Campaign) -> str:
     assert created.status_code == 201, created.text
     sweep_id = str(created.json()["id"])
     campaign.sweep_ids.append(sweep_id)
+    campaign.note(f"submitted {sweep_id}")
     return sweep_id
 
 
@@ -224,9 +261,19 @@ def test_a_service_killed_at_a_crash_point_ends_the_sweep_exactly_once(
         sweep_id = _submit(api, campaign)
         code = _wait_for_self_kill(service, api, sweep_id)
         assert code == -9, f"the service ended with {code}, not by its own SIGKILL at {cut}"
+        at_cut = snapshot(f"sqlite:///{campaign.data_dir / 'dualtune.db'}", sweep_id)
+        expected, holds = AT_THE_CUT[cut.partition(":")[0]]
+        driver_alive = bool(drivers.alive(sweep_id))
+        campaign.note(f"the service killed itself at {cut}: {at_cut}; driver alive {driver_alive}")
+        assert holds(at_cut, driver_alive), (
+            f"the cut at {cut} fell elsewhere: expected {expected}; found {at_cut}, "
+            f"driver alive: {driver_alive}"
+        )
 
         service.start()  # same data dir and port; the drivers it left post here again
+        campaign.note("restarted without the crash point")
         sweep = _wait(api, sweep_id, _final, SWEEP_S)
+        campaign.note(f"sweep ended {sweep['status']}: {sweep['trial_counts']}")
         problems = _exactly_once(api, campaign, sweep_id, sweep)
     assert not problems, f"cut at {cut}:\n" + "\n".join(problems)
 
@@ -272,9 +319,11 @@ def test_two_replicas_on_postgres_one_killed_mid_run_end_the_sweep_exactly_once(
                 _wait(api, sweep_id, lambda s: s["trial_counts"].get(running, 0), SWEEP_S)
                 holder = _holder(lease_owner(url, sweep_id), replicas)
                 holder.kill()
+                campaign.note(f"killed {holder.name}: {snapshot(url, sweep_id)}")
                 survivor = next(r for r in replicas if r is not holder)
                 owners = _owners_until_final(api, url, sweep_id)
                 sweep = _wait(api, sweep_id, _final, 10)
+                campaign.note(f"lease owners after the kill: {owners}; sweep {sweep['status']}")
                 problems = _exactly_once(api, campaign, sweep_id, sweep)
             if not any(_holds(o, survivor) for o in owners):
                 problems.append(f"{survivor.name} never held the lease; owners seen: {owners}")

@@ -1,4 +1,4 @@
-"""A scratch Postgres database per test, and what the campaign reads from it directly."""
+"""A scratch Postgres database per test (created, then dropped with its connections)."""
 
 from __future__ import annotations
 
@@ -29,16 +29,3 @@ def scratch_database() -> Iterator[str]:
         with admin.connect() as c:
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-
-
-def lease_owner(url: str, sweep_id: str) -> str | None:
-    """``sweeps.lease_owner`` of ``sweep_id``: which replica process holds the sweep now."""
-    engine = create_engine(_psycopg(url))
-    try:
-        with engine.connect() as c:
-            owner = c.execute(
-                text("SELECT lease_owner FROM sweeps WHERE id = :id"), {"id": sweep_id}
-            ).scalar()
-    finally:
-        engine.dispose()
-    return None if owner is None else str(owner)
