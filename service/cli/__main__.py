@@ -1,4 +1,4 @@
-"""``python -m service.cli``: the same commands as the ``dualtune`` script."""
+"""``python -m dualtune.service.cli``: the same commands as the ``dualtune`` script."""
 
 from dualtune.service.cli import main
 

@@ -1,6 +1,6 @@
-"""Alembic environment: the connection comes from ``service.db.migrate`` (never a URL in an
-ini file), so ``dualtune db upgrade`` and the tests migrate exactly the database they name.
-Every step records itself in the schema lineage (``lineage.record_step``)."""
+"""Alembic environment: the connection comes from ``dualtune.service.db.migrate`` (never a
+URL in an ini file), so ``dualtune db upgrade`` and the tests migrate exactly the database
+they name. Every step records itself in the schema lineage (``lineage.record_step``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dualtune.service.db.rows import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("run migrations through service.db.migrate (dualtune db upgrade)")
+    raise RuntimeError("run migrations through dualtune.service.db.migrate (dualtune db upgrade)")
 context.configure(
     connection=connection,
     target_metadata=[Base.metadata, LINEAGE_METADATA],

@@ -44,7 +44,7 @@ def record_step(
     if not step.is_migration:
         return
     connection = ctx.connection
-    assert connection is not None, "migrations run online (service.db.migrate)"
+    assert connection is not None, "migrations run online (dualtune.service.db.migrate)"
     if not _has_table(connection):  # before 0002, or 0002's own downgrade dropped it
         return
     revision = step.up_revision_id
