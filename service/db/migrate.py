@@ -10,6 +10,7 @@ is refused: the code's queries need what the missing revisions add.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -124,7 +125,25 @@ def check_schema(engine: Engine) -> SchemaState:
     )
 
 
-def upgrade(engine: Engine, revision: str = "head") -> SchemaState:
+LOCK_TIMEOUT_S = 10.0
+
+
+def _run(engine: Engine, step: Callable[[Config], None], lock_timeout_s: float) -> None:
+    """One migration in one transaction. On Postgres a DDL statement waits for its table's
+    exclusive lock and every query of the running replicas queues behind it: past
+    ``lock_timeout_s`` the migration gives up instead (its Job or init container retries)."""
+    config = _config()
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            milliseconds = int(lock_timeout_s * 1000)
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{milliseconds}ms'")
+        config.attributes["connection"] = connection
+        step(config)
+
+
+def upgrade(
+    engine: Engine, revision: str = "head", *, lock_timeout_s: float = LOCK_TIMEOUT_S
+) -> SchemaState:
     """Bring the schema to ``revision`` (idempotent) and return the state it was in. To
     ``head`` on a database one revision ahead it does nothing: this code runs on it, and a
     rollback's migration step must succeed."""
@@ -134,14 +153,13 @@ def upgrade(engine: Engine, revision: str = "head") -> SchemaState:
             return state
         if state.fit is Fit.TOO_FAR_AHEAD:
             raise _too_far_ahead(engine, state)
-    config = _config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    _run(engine, lambda config: command.upgrade(config, revision), lock_timeout_s)
     return state
 
 
-def downgrade(engine: Engine, revision: str) -> SchemaState:
+def downgrade(
+    engine: Engine, revision: str, *, lock_timeout_s: float = LOCK_TIMEOUT_S
+) -> SchemaState:
     """Take the schema back to ``revision``, one of this code's revisions below the
     database's, and return the state it was in."""
     known = known_revisions()
@@ -165,8 +183,5 @@ def downgrade(engine: Engine, revision: str) -> SchemaState:
             "use `dualtune db upgrade` to go forward",
             field="revision",
         )
-    config = _config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, revision)
+    _run(engine, lambda config: command.downgrade(config, revision), lock_timeout_s)
     return state

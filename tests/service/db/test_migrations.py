@@ -18,6 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
 from dualtune.service.api.app import create_app
@@ -310,3 +311,33 @@ def test_downgrade_refuses_what_this_code_cannot_undo(tmp_path: Path, empty: Eng
     # The newer release itself takes the database back to this code's revision.
     migrate_with(newer_release(tmp_path / "again", "next1"), empty, head_revision(), down=True)
     assert schema_state(empty).fit is Fit.CURRENT
+
+
+@pytest.mark.postgres
+def test_on_postgres_a_migration_gives_up_on_a_busy_table_instead_of_stalling_the_api() -> None:
+    """A DDL statement queued for a table's lock makes every query of the running replicas
+    queue behind it; past the lock timeout the migration fails (its Job retries) and the
+    replicas never noticed."""
+    admin = create_engine(
+        PG_SERVER.replace("postgresql://", "postgresql+psycopg://", 1),
+        isolation_level="AUTOCOMMIT",
+    )
+    name = f"dualtune_mig_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(PG_SERVER.rsplit("/", 1)[0] + f"/{name}")
+    try:
+        upgrade(engine, PREVIOUS)
+        with engine.connect() as replica:
+            replica.execute(text("SELECT count(*) FROM sweeps"))  # holds its share lock
+            with pytest.raises(OperationalError, match="lock timeout"):
+                upgrade(engine, lock_timeout_s=0.5)
+            replica.rollback()
+        assert current_revision(engine) == PREVIOUS
+        upgrade(engine, lock_timeout_s=0.5)
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
