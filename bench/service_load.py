@@ -66,6 +66,7 @@ class Server:
             "DUALTUNE_DATABASE_URL": database_url,
             "DUALTUNE_DATA_DIR": str(data_dir),
             "DUALTUNE_LAUNCHER": "fake",
+            "DUALTUNE_TESTING": "1",  # the fake launcher is refused otherwise
             "DUALTUNE_PORT": str(self.port),
         }
         _cli("db", "upgrade", env=self.env)

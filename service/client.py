@@ -218,7 +218,8 @@ class Client:
         return self._parse(CatalogPublic, self._send("GET", "/api/v1/catalog"))
 
     def ready(self) -> bool:
-        """Whether the service answers and is ready (database, launcher); never raises."""
+        """Whether the service answers and is ready (its database, at a schema it runs on);
+        never raises. The launcher's health is in ``/healthz``, not a readiness gate."""
         try:
             return self._http.get("/readyz").status_code == 200
         except httpx.TransportError:

@@ -41,6 +41,7 @@ def api(tmp_path: Path) -> Iterator[TestClient]:
         data_dir=tmp_path,
         database_url=url,
         launcher="fake",
+        testing=True,
         mlflow_ui_url="http://mlflow.test",
         service_url="http://service.test",
         replica_id="replica-a",

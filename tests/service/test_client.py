@@ -86,7 +86,9 @@ def service(tmp_path: Path, engine: Engine) -> Iterator[Service]:
     Repository(engine).create_token("alice", token)
     launcher = FakeLauncher()
     app = create_app(
-        Settings(data_dir=tmp_path, launcher="fake", service_url="http://service.test"),
+        Settings(
+            data_dir=tmp_path, launcher="fake", testing=True, service_url="http://service.test"
+        ),
         launcher,
         engine=engine,
         reconcile=False,
@@ -383,8 +385,8 @@ data = Path(tempfile.mkdtemp())
 engine = make_engine(f"sqlite:///{data / 'dualtune.db'}")
 upgrade(engine)
 Repository(engine).create_token("alice", "dt_plugin-test")
-app = create_app(Settings(data_dir=data, launcher="fake"), FakeLauncher(), engine=engine,
-                 reconcile=False)
+app = create_app(Settings(data_dir=data, launcher="fake", testing=True), FakeLauncher(),
+                 engine=engine, reconcile=False)
 server = ThreadedServer(app, free_port())
 server.start()
 with Client(f"http://127.0.0.1:{server.port}", "dt_plugin-test") as client:
