@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from dualtune.service.api.metrics import ServiceMetrics
 from dualtune.service.api.tenant_cache import TenantCache
 from dualtune.service.db.repository import Repository
 from dualtune.service.errors import Unauthorized
@@ -26,6 +27,11 @@ async def _repo(request: Request) -> Repository:
 async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+async def _metrics(request: Request) -> ServiceMetrics:
+    metrics: ServiceMetrics = request.app.state.metrics
+    return metrics
 
 
 def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
@@ -68,3 +74,4 @@ SweepId = Annotated[
 CurrentTenant = Annotated[Tenant, Depends(_tenant)]
 WorkerToken = Annotated[str, Depends(_worker_token)]
 AppSettings = Annotated[Settings, Depends(_settings)]
+AppMetrics = Annotated[ServiceMetrics, Depends(_metrics)]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter
 
-from dualtune.service.api.deps import Repo, SweepId, WorkerToken
+from dualtune.service.api.deps import AppMetrics, Repo, SweepId, WorkerToken
 from dualtune.service.api.schemas import (
     ErrorPublic,
     EventAck,
@@ -18,6 +20,8 @@ from dualtune.service.api.schemas import (
 )
 from dualtune.service.records import RejectedEvent, TrialUpdate
 from dualtune.service.usecases import worker_events
+
+log = logging.getLogger("dualtune.api.worker")
 
 router = APIRouter(
     prefix="/api/v1/worker/sweeps",
@@ -40,7 +44,9 @@ def fetch(sweep_id: SweepId, token: WorkerToken, repo: Repo) -> WorkerSweep:
 
 
 @router.post("/{sweep_id}/events")
-def events(sweep_id: SweepId, body: EventBatch, token: WorkerToken, repo: Repo) -> EventAck:
+def events(
+    sweep_id: SweepId, body: EventBatch, token: WorkerToken, repo: Repo, metrics: AppMetrics
+) -> EventAck:
     """Each event is checked on its own: the valid ones are applied, the others come back in
     ``rejected`` (by their position in this batch) and are not to be sent again."""
     valid: list[tuple[int, TrialUpdate]] = []
@@ -61,6 +67,11 @@ def events(sweep_id: SweepId, body: EventBatch, token: WorkerToken, repo: Repo) 
         mlflow_experiment_id=body.mlflow_experiment_id,
         mlflow_parent_run_id=body.mlflow_parent_run_id,
     )
+    for r in applied.rejected:
+        log.warning(
+            "sweep %s: event %d (trial %s) rejected: %s", sweep_id, r.index, r.trial_id, r.reason
+        )
+    metrics.events_rejected.inc(len(applied.rejected))
     return EventAck(
         changed=applied.changed,
         rejected=[

@@ -308,3 +308,16 @@ def test_the_cap_is_the_servers_setting(client: TestClient, tenant_token: str) -
     assert "cap of 4 trials" in response.json()["errors"][0]["message"]
     client.app.state.settings = client.app.state.settings.model_copy(update={"max_trials": 5})
     assert _post_spec(client, tenant_token, small_spec()).status_code == 201
+
+
+def test_each_rejected_event_is_counted_in_the_metrics_and_logged(
+    client: TestClient, driver: Driver, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, poisoned = driver.trial_ids[:2]
+    bad = _event(poisoned, metrics={"val/loss_mean": float("nan")})
+    with caplog.at_level("WARNING", logger="dualtune.api.worker"):
+        _post_events(client, driver, [_event(first), bad, _event("no-such-trial")])
+    assert "dualtune_events_rejected_total 2.0" in client.get("/metrics").text
+    logged = [r.getMessage() for r in caplog.records if r.name == "dualtune.api.worker"]
+    assert len(logged) == 2
+    assert f"sweep {driver.sweep_id}: event 1 (trial {poisoned}) rejected: events.1" in logged[0]
