@@ -77,8 +77,14 @@ def unregistered_tasks_allowed(allowed: bool = True) -> Iterator[None]:
         _UNREGISTERED_TASKS_ALLOWED.reset(token)
 
 
+def _shown(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut: an error message quotes what was sent, not megabytes of it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _unknown_task_message(name: str) -> str:
-    message = f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}"
+    message = f"unknown task {_shown(name)}; valid tasks: {', '.join(sorted(TASKS))}"
     broken = [e.name for e in plugin_errors()]
     if broken:
         message += (
@@ -237,7 +243,7 @@ class Grid(Section):
             clean: list[float | int] = []
             for v in values:
                 if isinstance(v, bool) or not isinstance(v, int | float):
-                    items.append((key, f"values must be numbers, got {v!r}"))
+                    items.append((key, f"values must be numbers, got {_shown(v)}"))
                     break
                 if isinstance(v, int) and not -(2**63) <= v < 2**63:
                     items.append((key, "values must lie between -2**63 and 2**63-1"))
