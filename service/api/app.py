@@ -24,6 +24,7 @@ from dualtune.service.errors import Unavailable
 from dualtune.service.launcher_health import LauncherHealthMonitor
 from dualtune.service.launchers import FakeLauncher, Launcher, LocalLauncher, RayJobsLauncher
 from dualtune.service.reconciler import Reconciler, lease_owner
+from dualtune.service.service_log import log_to_stderr
 from dualtune.service.settings import Settings
 
 
@@ -145,5 +146,6 @@ def create_app(
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` (several worker processes): settings from the
-    environment."""
+    environment; each worker process logs as ``serve`` does."""
+    log_to_stderr()
     return create_app(Settings())

@@ -28,6 +28,7 @@ from dualtune.service.db.engine import make_engine
 from dualtune.service.db.migrate import Fit, downgrade, upgrade
 from dualtune.service.db.repository import Repository
 from dualtune.service.errors import ServiceError, Unauthorized
+from dualtune.service.service_log import log_to_stderr
 from dualtune.service.settings import Settings
 from dualtune.service.usecases.tokens import create_token, list_tokens, revoke_token
 
@@ -251,6 +252,7 @@ def _serve(settings: Settings, host: str) -> None:
         raise fail(exc.message) from None
     except ValueError as exc:
         raise fail(str(exc)) from None
+    log_to_stderr()
     uvicorn.run(application, host=host, port=settings.port, log_level="warning")
 
 

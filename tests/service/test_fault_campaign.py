@@ -60,10 +60,11 @@ SPEC: dict[str, Any] = {
     "pack": "off",  # one Ray trial per trial: events spread over the run, two at a time
     "logging": {"per_sample_every": 1000},
 }
-CUTS = [LAUNCH_RECORDED, LAUNCH_STARTED, f"{EVENTS_APPLIED}:3", FINISH_BEGUN]
-"""Every crash point. The events are cut at the third batch: the first carries the MLflow ids
-alone, the second the first trials' events; the third can never be the last, since the third
-trial starts only once one of the first two has ended."""
+CUTS = [LAUNCH_RECORDED, LAUNCH_STARTED, f"{EVENTS_APPLIED}:2", FINISH_BEGUN]
+"""Every crash point. The events are cut at the second batch that carries trial events (a
+batch of MLflow ids alone, or a heartbeat, is not counted): the first holds the first trials'
+events, and the second can never be the last, since the third trial starts only once one of
+the first two has ended."""
 AT_THE_CUT: dict[str, tuple[str, Callable[[Snapshot, bool], bool]]] = {
     LAUNCH_RECORDED: (
         "launching, no driver reference, no driver started",

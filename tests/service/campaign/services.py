@@ -25,9 +25,6 @@ CLI = [sys.executable, "-m", "dualtune.service.cli"]
 FAST = {
     "DUALTUNE_RECONCILE_INTERVAL_S": "0.5",
     "DUALTUNE_NUM_CPUS": "2",
-    # No empty heartbeat batches from the drivers (the variable reaches them): the crash
-    # point counts batches, and ``events.applied:N`` must fall between trial events.
-    "DUALTUNE_HEARTBEAT_S": "3600",
 }
 
 
