@@ -125,6 +125,12 @@ def drive_sweep(
         )
     delivered = sink.close(FLUSH_BUDGET_S)
     link.close()
+    if rejected := sink.rejected_events:
+        console.print(
+            f"the service rejected {len(rejected)} events, dropped (their reasons are logged "
+            "above); the others were delivered",
+            highlight=False,
+        )
     if sink.refused is not None:
         console.print(f"the service refused this driver: {sink.refused}", markup=False)
         return REFUSED

@@ -44,6 +44,7 @@ class SweepProgress:
         return (
             f"running {self._count(TrialState.RUNNING)}"
             f" · diverged {self._count(TrialState.DIVERGED)}"
+            f" · stopped {self._count(TrialState.STOPPED)}"
             f" · failed {self._count(TrialState.FAILED)}{best}"
         )
 
