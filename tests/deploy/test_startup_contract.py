@@ -15,12 +15,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from dualtune.service.db.engine import make_engine
 from dualtune.service.db.migrate import (
@@ -32,8 +31,7 @@ from dualtune.service.db.migrate import (
 )
 from dualtune.service.db.migrations.lineage import LINEAGE
 from tests.deploy.chart import containers, render_profile
-
-PG_SERVER = os.environ.get("DUALTUNE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+from tests.scratch_db import scratch_postgres
 
 
 def init_script(profile: str, name: str) -> list[str]:
@@ -84,20 +82,8 @@ def start_with_database(url: str, command: list[str]) -> subprocess.Popen[str]:
 
 @pytest.fixture
 def empty_postgres() -> Iterator[str]:
-    admin = create_engine(
-        PG_SERVER.replace("postgresql://", "postgresql+psycopg://", 1),
-        isolation_level="AUTOCOMMIT",
-    )
-    name = f"dualtune_deploy_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # pragma: no cover - CI starts Postgres (.ci/run)
-        pytest.fail(f"PostgreSQL at {PG_SERVER} is needed for the postgres tests: {exc}")
-    yield PG_SERVER.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_postgres("dualtune_deploy") as url:
+        yield url
 
 
 def test_wait_for_schema_lets_the_pod_start_on_a_current_schema(tmp_path: Path) -> None:

@@ -6,14 +6,12 @@ Postgres tests use a database of their own per xdist worker (created on the serv
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 from dualtune.service.api.app import create_app
 from dualtune.service.auth import new_tenant_token
@@ -23,34 +21,16 @@ from dualtune.service.db.repository import Repository
 from dualtune.service.launchers import FakeLauncher
 from dualtune.service.records import Tenant
 from dualtune.service.settings import Settings
-
-PG_SERVER = os.environ.get("DUALTUNE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _pg_admin() -> Engine:
-    return create_engine(
-        PG_SERVER.replace("postgresql://", "postgresql+psycopg://", 1),
-        isolation_level="AUTOCOMMIT",
-    )
+from tests.scratch_db import scratch_postgres
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    admin = _pg_admin()
-    name = f"dualtune_test_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # pragma: no cover - CI starts Postgres (.ci/run)
-        pytest.fail(f"PostgreSQL at {PG_SERVER} is needed for the postgres tests: {exc}")
-    url = PG_SERVER.rsplit("/", 1)[0] + f"/{name}"
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_postgres("dualtune_test") as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

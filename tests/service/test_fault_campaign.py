@@ -39,10 +39,10 @@ from dualtune.service.faults import (
     LAUNCH_STARTED,
     POINTS,
 )
+from tests.scratch_db import scratch_postgres
 from tests.service.campaign import sampler as drivers
 from tests.service.campaign.database import Snapshot, lease_owner, snapshot
 from tests.service.campaign.mlflow_runs import sweep_runs
-from tests.service.campaign.postgres import scratch_database
 from tests.service.campaign.proxy import Balancer
 from tests.service.campaign.services import ServiceProcess, cli, embedded, replica, stop_drivers
 from tests.service.stack import free_port
@@ -297,7 +297,7 @@ def test_two_replicas_on_postgres_one_killed_mid_run_end_the_sweep_exactly_once(
     campaign: Campaign,
 ) -> None:
     ports = [free_port(), free_port()]
-    with scratch_database() as url, Balancer(ports, free_port()) as balancer:
+    with scratch_postgres("campaign") as url, Balancer(ports, free_port()) as balancer:
         env = {
             "DUALTUNE_DATABASE_URL": url,
             "DUALTUNE_LAUNCHER": "local",

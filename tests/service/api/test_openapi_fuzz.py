@@ -14,14 +14,11 @@ so the server's reconciler leaves that sweep alone.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,20 +29,20 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Flaky, Unsatisfiable
 from schemathesis.generation import GenerationMode
-from sqlalchemy import create_engine, text
 
 from dualtune.service.auth import new_tenant_token, new_worker_token
 from dualtune.service.db.engine import make_engine
 from dualtune.service.db.repository import Repository
 from dualtune.service.usecases.sweeps import submit_sweep
+from tests.scratch_db import empty_database
 from tests.service.api.helpers import small_spec
+from tests.service.stack import free_port
 
 pytestmark = pytest.mark.slow
 
 EXAMPLES = 200
 """Examples per operation and generation mode (the issue asks for at least 200)."""
 STATEFUL_SCENARIOS = 60
-PG_SERVER = os.environ.get("DUALTUNE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 DUALTUNE = Path(sys.executable).with_name("dualtune")
 
 
@@ -80,34 +77,6 @@ class Served:
         if n % 2 == 0 and isinstance(case.path_parameters, dict) and case.path_parameters:
             case.path_parameters["sweep_id"] = self.worker_sweep if driver else self.tenant_sweep
         return {"Authorization": f"Bearer {self.worker_token if driver else self.tenant_token}"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@contextmanager
-def _database(kind: str, tmp: Path) -> Iterator[str]:
-    """A fresh database of ``kind`` (Postgres: ``fuzz_<random>``, dropped after)."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp / 'dualtune.db'}"
-        return
-    admin = create_engine(
-        PG_SERVER.replace("postgresql://", "postgresql+psycopg://", 1),
-        isolation_level="AUTOCOMMIT",
-    )
-    name = f"fuzz_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_SERVER.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _seed(url: str) -> tuple[str, str, str, str]:
@@ -153,8 +122,8 @@ def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp(f"fuzz-{request.param}")
-    with _database(request.param, tmp) as url:
-        port = _free_port()
+    with empty_database(request.param, tmp, "fuzz") as url:
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("DUALTUNE_")}
         env.update(
             DUALTUNE_DATABASE_URL=url,

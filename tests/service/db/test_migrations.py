@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import shutil
 import textwrap
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
@@ -39,7 +38,7 @@ from dualtune.service.db.rows import Base
 from dualtune.service.errors import InvalidInput, SchemaOutOfDate
 from dualtune.service.launchers import FakeLauncher
 from dualtune.service.settings import Settings
-from tests.service.conftest import PG_SERVER
+from tests.scratch_db import empty_database, scratch_postgres
 
 PREVIOUS = known_revisions()[1]
 
@@ -47,20 +46,8 @@ PREVIOUS = known_revisions()[1]
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database of this test's own, without any schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'dualtune.db'}"
-        return
-    admin = create_engine(
-        PG_SERVER.replace("postgresql://", "postgresql+psycopg://", 1),
-        isolation_level="AUTOCOMMIT",
-    )
-    name = f"dualtune_mig_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_SERVER.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with empty_database(request.param, tmp_path, "dualtune_mig") as url:
+        yield url
 
 
 @pytest.fixture
@@ -318,26 +305,17 @@ def test_on_postgres_a_migration_gives_up_on_a_busy_table_instead_of_stalling_th
     """A DDL statement queued for a table's lock makes every query of the running replicas
     queue behind it; past the lock timeout the migration fails (its Job retries) and the
     replicas never noticed."""
-    admin = create_engine(
-        PG_SERVER.replace("postgresql://", "postgresql+psycopg://", 1),
-        isolation_level="AUTOCOMMIT",
-    )
-    name = f"dualtune_mig_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(PG_SERVER.rsplit("/", 1)[0] + f"/{name}")
-    try:
-        upgrade(engine, PREVIOUS)
-        with engine.connect() as replica:
-            replica.execute(text("SELECT count(*) FROM sweeps"))  # holds its share lock
-            with pytest.raises(OperationalError, match="lock timeout"):
-                upgrade(engine, lock_timeout_s=0.5)
-            replica.rollback()
-        assert current_revision(engine) == PREVIOUS
-        upgrade(engine, lock_timeout_s=0.5)
-        assert current_revision(engine) == head_revision()
-    finally:
-        engine.dispose()
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_postgres("dualtune_mig") as url:
+        engine = make_engine(url)
+        try:
+            upgrade(engine, PREVIOUS)
+            with engine.connect() as replica:
+                replica.execute(text("SELECT count(*) FROM sweeps"))  # holds its share lock
+                with pytest.raises(OperationalError, match="lock timeout"):
+                    upgrade(engine, lock_timeout_s=0.5)
+                replica.rollback()
+            assert current_revision(engine) == PREVIOUS
+            upgrade(engine, lock_timeout_s=0.5)
+            assert current_revision(engine) == head_revision()
+        finally:
+            engine.dispose()

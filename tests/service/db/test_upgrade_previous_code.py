@@ -16,7 +16,6 @@ import sys
 import tarfile
 import threading
 import tomllib
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -25,7 +24,6 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
 
 from dualtune.service.api.app import create_app
 from dualtune.service.db.engine import make_engine
@@ -39,8 +37,8 @@ from dualtune.service.db.migrate import (
 )
 from dualtune.service.launchers import FakeLauncher
 from dualtune.service.settings import Settings
+from tests.scratch_db import empty_database
 from tests.service.api.helpers import auth, small_spec
-from tests.service.conftest import PG_SERVER
 
 ROOT = Path(__file__).resolve().parents[3]
 PREVIOUS = known_revisions()[1]
@@ -224,20 +222,8 @@ def old_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'dualtune.db'}"
-        return
-    admin = create_engine(
-        PG_SERVER.replace("postgresql://", "postgresql+psycopg://", 1),
-        isolation_level="AUTOCOMMIT",
-    )
-    name = f"dualtune_upg_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_SERVER.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with empty_database(request.param, tmp_path, "dualtune_upg") as url:
+        yield url
 
 
 def names_listed(old: OldServer, token: str) -> set[str]:
