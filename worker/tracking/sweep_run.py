@@ -2,37 +2,55 @@
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from mlflow.entities import Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from dualtune.core.reporting import FINAL_STATES, TrialOutcome
 from dualtune.worker.tracking import plots
 from dualtune.worker.tracking.resilient import ResilientClient, artifact_root_for
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""Without it MLflow's UI (3.x) infers the kind and opens a sweep's experiment on its GenAI
+traces page; with it, on the runs table."""
+
 
 def ensure_experiment(client: ResilientClient, name: str) -> str | None:
-    """The experiment named after the sweep, created if missing; ``None`` if MLflow cannot
-    be reached (the sweep still runs; its trials log what they can)."""
+    """The experiment named after the sweep, created if missing, tagged as model training
+    (``EXPERIMENT_KIND``, also on an experiment created before the tag existed); ``None``
+    if MLflow cannot be reached (the sweep still runs; its trials log what they can)."""
 
     def get_or_create(c: MlflowClient) -> str:
         found = c.get_experiment_by_name(name)
-        if found is not None:
-            return str(found.experiment_id)
-        root = artifact_root_for(client.tracking_uri)
-        location = f"{root}/{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}" if root else None
-        try:
-            return str(c.create_experiment(name, artifact_location=location))
-        except Exception:  # another driver created it first
-            again = c.get_experiment_by_name(name)
-            if again is None:
-                raise
-            return str(again.experiment_id)
+        if found is None:
+            root = artifact_root_for(client.tracking_uri)
+            location = f"{root}/{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}" if root else None
+            try:
+                return str(
+                    c.create_experiment(
+                        name,
+                        artifact_location=location,
+                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+                    )
+                )
+            except Exception:  # another driver created it first
+                found = c.get_experiment_by_name(name)
+                if found is None:
+                    raise
+        experiment_id = str(found.experiment_id)
+        if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            c.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return experiment_id
 
     ok, experiment_id = client.call(get_or_create)
     return experiment_id if ok else None
@@ -74,6 +92,62 @@ def ensure_parent_run(
     return run_id if ok else None
 
 
+BEST_PREFIX = "best/"
+"""The parent's copy of the best feasible trial's metrics: ``best/val/loss_mean``, …"""
+TRIALS_PREFIX = "trials/"
+"""The parent's trial counts: ``trials/total``, one per final state, ``trials/feasible``."""
+BEST_TRIAL_TAG = "dualtune.best_trial_id"
+BEST_METHOD_TAG = "dualtune.best_method"
+
+
+def best_feasible(
+    report: Mapping[str, Any], outcomes: Sequence[TrialOutcome] = ()
+) -> tuple[str, dict[str, Any], dict[str, float]] | None:
+    """The sweep's best feasible trial: the best of each method's ``best`` (succeeded and
+    within every ``selection.subject_to`` bound) by ``selection.metric``/``mode``, as
+    (method, its report entry, its metrics). The metrics are the trial's own from
+    ``outcomes`` where it is there, else the report's table metrics. ``None`` when no trial
+    is feasible. Ties go to the method listed first."""
+    selection = report["selection"]
+    by_id = {o.trial_id: o for o in outcomes}
+    candidates: list[tuple[float, int, str, dict[str, Any], dict[str, float]]] = []
+    for position, entry in enumerate(report["methods"]):
+        best = entry["best"]
+        if best is None:
+            continue
+        outcome = by_id.get(best["trial_id"])
+        metrics = dict(outcome.metrics) if outcome is not None else dict(best["metrics"])
+        value = metrics.get(selection["metric"])
+        score = math.inf if value is None or math.isnan(value) else float(value)
+        if selection["mode"] == "max" and score != math.inf:
+            score = -score
+        candidates.append((score, position, entry["method"], best, metrics))
+    if not candidates:
+        return None
+    _, _, method, best, metrics = min(candidates, key=lambda c: (c[0], c[1]))
+    return method, best, metrics
+
+
+def parent_metrics(
+    report: Mapping[str, Any], outcomes: Sequence[TrialOutcome] = ()
+) -> dict[str, float]:
+    """What the parent run shows in the runs table: the trial counts of the report (every
+    final state, their total, and how many met the selection's bounds) and the best
+    feasible trial's metrics under ``best/``."""
+    counts = {state: int(report["trial_counts"].get(state, 0)) for state in FINAL_STATES}
+    metrics: dict[str, float] = {
+        f"{TRIALS_PREFIX}total": float(sum(report["trial_counts"].values())),
+        **{f"{TRIALS_PREFIX}{state}": float(n) for state, n in counts.items()},
+        f"{TRIALS_PREFIX}feasible": float(sum(m["met_bounds"] for m in report["methods"])),
+    }
+    best = best_feasible(report, outcomes)
+    if best is not None:
+        for name, value in sorted(best[2].items()):
+            if value is not None and math.isfinite(value):
+                metrics[f"{BEST_PREFIX}{name}"] = float(value)
+    return metrics
+
+
 def log_sweep_report(
     tracking_uri: str,
     parent_run_id: str,
@@ -81,11 +155,26 @@ def log_sweep_report(
     curves: dict[str, np.ndarray],
     *,
     epsilon: float | None = None,
+    outcomes: Sequence[TrialOutcome] = (),
 ) -> str:
-    """``report.json`` and ``plots/compare_loss_cdf.png`` on the parent run, which is then
-    ended. Returns what could not be logged (empty when all was)."""
+    """``report.json``, ``plots/compare_loss_cdf.png`` and, in one ``log_batch``,
+    ``parent_metrics`` (with the best trial's id and method as tags) on the parent run,
+    which is then ended. ``outcomes`` (the report's) give ``best/`` every metric of the best
+    trial; without them it gets the report's table metrics. Returns what could not be
+    logged (empty when all was)."""
     client = ResilientClient(tracking_uri)
     missing: list[str] = []
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, v, now, 0) for k, v in parent_metrics(report, outcomes).items()]
+    best = best_feasible(report, outcomes)
+    tags = (
+        [RunTag(BEST_TRIAL_TAG, best[1]["trial_id"]), RunTag(BEST_METHOD_TAG, best[0])]
+        if best is not None
+        else []
+    )
+    ok, _ = client.call(lambda c: c.log_batch(parent_run_id, metrics=metrics, tags=tags))
+    if not ok:
+        missing.append("best/* and trials/* metrics")
     with tempfile.TemporaryDirectory() as directory:
         plots_dir = Path(directory) / "plots"
         plots_dir.mkdir()
