@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -106,6 +107,13 @@ class Task(ABC):
         that a resumed trial sees the same augmentations."""
         del generator
         return x
+
+    def images(self, x: Tensor) -> np.ndarray | None:
+        """Model inputs ``x`` (rows of a split's ``x``) as pictures a person can look at:
+        (N, H, W) grey or (N, H, W, 3) RGB, float in [0, 1], for ``plots/hardest.png``.
+        ``None`` (the default): the inputs are not images."""
+        del x
+        return None
 
     def extra_metrics(
         self, model: nn.Module, output: Tensor, split: Split, prefix: str

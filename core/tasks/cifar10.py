@@ -169,3 +169,11 @@ class Cifar10(Task):
         if not self.params.augment:
             return x
         return random_crop_flip(x, generator, self._fill)
+
+    def images(self, x: Tensor) -> np.ndarray:
+        """The 32×32 RGB images of (N, 3, 32, 32) ``x``: ``normalise`` undone, channels last."""
+        mean = np.asarray(MEAN, dtype=np.float64)[:, None, None]
+        std = np.asarray(STD, dtype=np.float64)[:, None, None]
+        pixels = x.detach().cpu().to(torch.float64).numpy().reshape(-1, 3, 32, 32)
+        rgb: np.ndarray = (pixels * std + mean).clip(0.0, 1.0).transpose(0, 2, 3, 1)
+        return rgb

@@ -3,10 +3,11 @@ or a residual MLP with a readout after every block (``model: resmlp``)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from torch import nn
+from torch import Tensor, nn
 
 from dualtune.core.catalog.builtin_tasks import DigitsParams
 from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
@@ -38,3 +39,8 @@ class Digits(Task):
         if self.params.model == "resmlp":
             return ReadoutMLP(64, self.params.width, self.params.blocks, 10)
         return mlp(64, list(self.params.hidden), 10)
+
+    def images(self, x: Tensor) -> np.ndarray:
+        """The 8×8 images: ``x`` holds their pixels row by row, already scaled to [0, 1]."""
+        pixels: np.ndarray = x.detach().cpu().numpy().reshape(-1, 8, 8)
+        return pixels.clip(0.0, 1.0)

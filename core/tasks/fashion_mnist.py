@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from dualtune.core.catalog.builtin_tasks import FashionMnistParams
 from dualtune.core.tasks.base import Dataset, Split, Task, cached_by_params
@@ -108,3 +108,17 @@ class FashionMnist(Task):
         if self.params.model == "cnn":
             return small_cnn(1, 28, len(CLASSES))
         return image_mlp((1, 28, 28), self.params.hidden, len(CLASSES))
+
+    def images(self, x: Tensor) -> np.ndarray:
+        """The 28×28 images of (N, 1, 28, 28) ``x``, on the batch's common range: the
+        standardisation is one affine map for the whole set and its constants are not kept,
+        so its darkest pixel (the black background) is shown black and its brightest white,
+        which keeps every image's contrast relative to the others."""
+        pixels = x.detach().cpu().to(torch.float64).numpy().reshape(-1, 28, 28)
+        if pixels.size == 0:
+            return pixels
+        low, high = float(pixels.min()), float(pixels.max())
+        if high <= low:
+            return np.zeros_like(pixels)
+        scaled: np.ndarray = (pixels - low) / (high - low)
+        return scaled

@@ -1,14 +1,17 @@
-"""The plots logged with each run: loss CDFs with the ε line, multiplier views, and the
-sweep's comparison of each method's best trial."""
+"""The plots logged with each run: loss CDFs with the ε line, multiplier views, the
+hardest samples' images, and the sweep's comparison of each method's best trial."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 from matplotlib import ticker
 from matplotlib.axis import Axis
 from matplotlib.figure import Figure
+
+from dualtune.core.engine.hardest import HardestSamples
 
 # Figures are built with the object API (no pyplot): no global state, no display backend,
 # safe in Ray worker threads. Every run of a sweep draws two, so they are kept cheap: fixed
@@ -151,3 +154,55 @@ def compare_loss_cdf(
 ) -> Path:
     """Train-loss CDFs of each method's best trial on one axis."""
     return _cdf_figure(curves, epsilon, path, title, "per-sample train loss", (7, 4.5), 8)
+
+
+HARDEST_COLUMNS = 8
+
+
+def _caption(label: object, loss: float, lam: float) -> str:
+    shown = "–" if math.isnan(lam) else f"{lam:.3g}"
+    return f"label {label}\nloss {loss:.3g}\nλ {shown}"
+
+
+def hardest(samples: HardestSamples, path: Path, title: str) -> Path:
+    """The hardest samples' images in a grid, hardest first, each with its row above it and
+    its label, loss and multiplier under it."""
+    k = samples.index.size
+    columns = max(1, min(k, HARDEST_COLUMNS))
+    rows = max(1, math.ceil(k / columns))
+    # Inches: a square image per cell, its three-line caption and row number around it.
+    cell, around, heading = 1.1, 0.65, 0.45
+    height = heading + rows * (cell + around)
+    fig = Figure(figsize=(max(3.0, 1.2 * columns), height))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= k:
+            ax.set_axis_off()
+            continue
+        picture = samples.images[i]
+        ax.imshow(
+            picture,
+            cmap="gray" if picture.ndim == 2 else None,
+            vmin=0.0,
+            vmax=1.0,
+            interpolation="nearest",
+        )
+        ax.set_xlabel(
+            _caption(samples.label[i], float(samples.loss[i]), float(samples.multiplier[i])),
+            fontsize=7,
+            linespacing=1.1,
+        )
+        ax.set_title(f"#{int(samples.index[i])}", fontsize=7, pad=2)
+    fig.suptitle(title, fontsize=9)
+    return _save(
+        fig,
+        path,
+        left=0.02,
+        right=0.98,
+        bottom=0.5 / height,
+        top=1 - (heading + 0.15) / height,
+        wspace=0.1,
+        hspace=around / cell,
+    )
