@@ -1,20 +1,20 @@
-"""``core.fit``: train one trial (ARCHITECTURE §3.3)."""
+"""``core.fit`` (ARCHITECTURE §3.3) and ``fit_unit``: one training loop for a unit of 1..K
+trials; ``fit`` is the unit of one."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from dualtune.core.engine.pack_trainer import PackTrainer
 from dualtune.core.engine.result import (
     EvalReport,
-    PackEvalReport,
-    PackReporter,
-    PackResult,
     Reporter,
     TrialResult,
+    UnitEvalReport,
+    UnitReporter,
+    UnitResult,
 )
-from dualtune.core.engine.trainer import Trainer
+from dualtune.core.engine.unit import SingleTrainer, UnitTrainer, unit_state, unit_trainer
 from dualtune.core.spec import TrialConfig
 
 
@@ -36,52 +36,51 @@ def fit(
     Raises:
         Diverged: a non-finite loss; the error names the epoch.
     """
-    trainer = Trainer(config)
-    if resume is not None:
-        trainer.load_state_dict(resume)
-    epochs = config.train.epochs
-    every = config.train.eval_every
-    while trainer.epoch < epochs:
-        trainer.train_epoch()
-        if trainer.epoch % every == 0 or trainer.epoch == epochs:
-            metrics = trainer.evaluate()
-            trainer.history.append(metrics)
-            if reporter is not None:
-                reporter(EvalReport(trainer.epoch, metrics, trainer.epoch == epochs, trainer))
-    per_sample = trainer.per_sample()
-    return TrialResult(
-        trial_id=config.trial_id,
-        method=config.method,
-        history=trainer.history,
-        per_sample=per_sample,
-        multipliers=trainer.multipliers.value.detach().cpu().numpy(),
-    )
+    unit = SingleTrainer(config)
+
+    def report(evaluation: UnitEvalReport) -> None:
+        if reporter is not None and config.trial_id in evaluation.metrics:
+            metrics = evaluation.metrics[config.trial_id]
+            reporter(EvalReport(evaluation.epoch, metrics, evaluation.is_last, unit.trainer))
+
+    result = _train(unit, [config], report, unit_state(resume) if resume is not None else None)
+    if config.trial_id in result.diverged:
+        raise result.diverged[config.trial_id]
+    return result.results[config.trial_id]
 
 
-def fit_pack(
+def fit_unit(
     configs: Sequence[TrialConfig],
     *,
-    reporter: PackReporter | None = None,
+    reporter: UnitReporter | None = None,
     resume: dict[str, Any] | None = None,
-) -> PackResult:
-    """Train the trials ``configs`` as one pack (``core.spec.packs``): each member's
-    metrics and state are those of its own trial, and a member that diverges is taken out
-    while the others go on.
+) -> UnitResult:
+    """Train the unit ``configs``: one trial unpacked, or several as one pack
+    (``core.spec.packs``). Each member's metrics and state are those of its own trial, and
+    a member that diverges is taken out while the others go on.
 
     Args:
-        configs: trials that differ only in the per-member keys (same seed and settings).
+        configs: one trial, or trials that differ only in the per-member keys.
         reporter: called after every evaluation with every active member's metrics.
-        resume: a pack ``state_dict`` from an earlier ``PackEvalReport``.
+        resume: a unit ``state_dict`` from an earlier ``UnitEvalReport``.
 
     Raises:
-        NotPackable: the trials cannot share a pack (the message says why).
+        NotPackable: several trials that cannot share a pack (the message says why).
     """
-    trainer = PackTrainer(configs)
+    return _train(unit_trainer(configs), configs, reporter, resume)
+
+
+def _train(
+    trainer: UnitTrainer,
+    configs: Sequence[TrialConfig],
+    reporter: UnitReporter | None,
+    resume: dict[str, Any] | None,
+) -> UnitResult:
     if resume is not None:
         trainer.load_state_dict(resume)
     first = configs[0]
     epochs, every = first.train.epochs, first.train.eval_every
-    while trainer.epoch < epochs and trainer.members:
+    while trainer.epoch < epochs and trainer.active:
         trainer.train_epoch()
         if trainer.epoch % every == 0 or trainer.epoch == epochs:
             metrics = trainer.evaluate()
@@ -89,7 +88,7 @@ def fit_pack(
                 trainer.histories[trial_id].append(values)
             if reporter is not None:
                 reporter(
-                    PackEvalReport(
+                    UnitEvalReport(
                         trainer.epoch,
                         metrics,
                         dict(trainer.diverged),
@@ -108,4 +107,4 @@ def fit_pack(
         )
         for trial_id in trainer.active
     }
-    return PackResult(results, dict(trainer.diverged))
+    return UnitResult(results, dict(trainer.diverged))

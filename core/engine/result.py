@@ -10,8 +10,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from dualtune.core.engine.errors import Diverged
-    from dualtune.core.engine.pack_trainer import PackTrainer
     from dualtune.core.engine.trainer import Trainer
+    from dualtune.core.engine.unit import UnitTrainer
 
 
 @dataclass(frozen=True)
@@ -67,31 +67,32 @@ class TrialResult:
 
 
 @dataclass(frozen=True)
-class PackEvalReport:
-    """Handed to a pack's reporter after each evaluation: the metrics of the members that
-    are still training, every member that diverged so far, and lazy state access."""
+class UnitEvalReport:
+    """Handed to a unit's reporter after each evaluation: the metrics of the members that
+    are still training, every member that diverged so far, and lazy state access (a unit of
+    one trial reports the same way, with one member)."""
 
     epoch: int
     metrics: dict[str, dict[str, float]]
-    """Per active member: the metrics an unpacked trial would report."""
+    """Per active member: the metrics an unpacked trial reports."""
     diverged: dict[str, Diverged]
     is_last: bool
-    trainer: PackTrainer
+    trainer: UnitTrainer
 
     def state_dict(self) -> dict[str, Any]:
-        """The pack's state: each active member's single-trial state and the diverged."""
+        """The unit's state: each active member's single-trial state and the diverged."""
         return self.trainer.state_dict()
 
     def per_sample(self, trial_id: str) -> dict[str, np.ndarray]:
         return self.trainer.per_sample(trial_id)
 
 
-PackReporter = Callable[[PackEvalReport], None]
+UnitReporter = Callable[[UnitEvalReport], None]
 
 
 @dataclass
-class PackResult:
-    """The outcome of ``core.engine.fit.fit_pack``: a ``TrialResult`` per member that
+class UnitResult:
+    """The outcome of ``core.engine.fit.fit_unit``: a ``TrialResult`` per member that
     finished, and the error of each member that diverged."""
 
     results: dict[str, TrialResult]

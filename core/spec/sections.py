@@ -364,8 +364,15 @@ class Limits(Section):
     max_failures: Annotated[int, Field(ge=0, le=MAX_TRIALS_LIMIT)] = 2
 
 
+PlotPolicy = Literal["all", "best", "none"]
+"""Which trials get their figures drawn: every trial, each method's best trial by the
+selection (default: the figures people open), or none. The sweep's own figures are always
+drawn."""
+
+
 class Logging(Section):
     per_sample_every: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 5
+    plots: PlotPolicy = "best"
 
 
 WORKER_TOKEN_ENV = "DUALTUNE_WORKER_TOKEN"

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 import dualtune
 from dualtune.core.catalog import CONSTRAINT_KINDS, METHODS, TASKS
 from dualtune.core.engine.constraints import Batch
-from dualtune.core.engine.fit import fit_pack
+from dualtune.core.engine.fit import fit_unit
 from dualtune.core.tasks.loading import load_task
 
 from .helpers import CREDIT_SOURCE, DUALTUNE, credit_spec, env_with
@@ -229,7 +229,7 @@ def test_the_kind_trains_packed_exactly_as_unpacked_under_each_method(
 ) -> None:
     members = trials(method, grid, attribute)
     assert len(members) == 4
-    packed = fit_pack(members)
+    packed = fit_unit(members)
     assert not packed.diverged
     lambdas = []
     for trial in members:

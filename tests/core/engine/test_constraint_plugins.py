@@ -14,7 +14,7 @@ from torch import nn
 from dualtune import register_constraint_kind
 from dualtune.core.catalog import CONSTRAINT_KINDS, TASKS, ConstraintKindInfo
 from dualtune.core.engine.build import build_constraint_kind
-from dualtune.core.engine.fit import fit, fit_pack
+from dualtune.core.engine.fit import fit, fit_unit
 from dualtune.core.engine.pack_trainer import NotPackable, PackTrainer
 from dualtune.core.engine.result import EvalReport
 from dualtune.core.engine.trainer import Trainer
@@ -111,7 +111,7 @@ def test_packed_members_report_their_unpacked_trials_metrics(
     assert len(trials) == 4
     [group] = pack_groups(trials)
     assert len(group) == 4
-    packed = fit_pack(trials)
+    packed = fit_unit(trials)
     assert not packed.diverged
     for trial in trials:
         single = fit(trial)
@@ -167,7 +167,7 @@ def test_a_kind_that_is_not_vmap_safe_is_refused_by_packing_and_trains_alone() -
     with pytest.raises(NotPackable, match="'group_mean_loss_unpacked' cannot be packed"):
         PackTrainer(trials)
     with pytest.raises(NotPackable, match="not vmap-safe"):
-        fit_pack(trials)
+        fit_unit(trials)
     assert np.isfinite(fit(trials[0]).final["constraint/violation_max"])
 
 

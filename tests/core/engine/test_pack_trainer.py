@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from dualtune.core.engine.fit import fit, fit_pack
+from dualtune.core.engine.fit import fit, fit_unit
 from dualtune.core.engine.pack_trainer import NotPackable, PackTrainer
 from dualtune.core.engine.trainer import Trainer
 from dualtune.core.spec import SweepSpec, TrialConfig
@@ -56,7 +56,7 @@ def test_every_member_reports_its_unpacked_trials_metrics_at_every_epoch(
 ) -> None:
     trials = digits_trials(method, grid)
     assert len(trials) == 8
-    packed = fit_pack(trials)
+    packed = fit_unit(trials)
     assert not packed.diverged
     for trial in trials:
         single = fit(trial)
@@ -80,7 +80,7 @@ def test_sgd_with_momentum_weight_decay_and_nupi_pack_like_single_trials() -> No
         },
         dual={"optimizer": {"name": "nupi", "nu": 0.5}},
     )
-    packed = fit_pack(trials)
+    packed = fit_unit(trials)
     for trial in trials:
         assert_same_metrics(packed.results[trial.trial_id].final, fit(trial).final, rel=1e-4)
 
@@ -98,7 +98,7 @@ def test_group_rate_constraints_pack_like_single_trials() -> None:
     ).trials()
     for method in ("fl", "alm"):
         members = [t for t in trials if t.method == method]
-        packed = fit_pack(members)
+        packed = fit_unit(members)
         for trial in members:
             assert_same_metrics(packed.results[trial.trial_id].final, fit(trial).final, rel=1e-4)
 
@@ -107,8 +107,8 @@ def test_a_diverging_member_is_taken_out_and_the_others_train_as_without_it() ->
     trials = digits_trials("fl", {"epsilon": [0.2], "dual_lr": [0.1], "lr": [0.01, 1e9, 0.003]})
     exploding = next(t for t in trials if t.params["lr"] == 1e9)
     calm = [t for t in trials if t is not exploding]
-    with_it = fit_pack(trials)
-    without_it = fit_pack(calm)
+    with_it = fit_unit(trials)
+    without_it = fit_unit(calm)
     assert set(with_it.diverged) == {exploding.trial_id}
     assert "diverged at epoch 1" in str(with_it.diverged[exploding.trial_id])
     assert set(with_it.results) == {t.trial_id for t in calm}
@@ -190,7 +190,7 @@ def test_sal_members_keep_their_own_penalty_schedule() -> None:
             "train": {"epochs": 3, "batch_size": 128},
         }
     ).trials()
-    packed = fit_pack(trials)
+    packed = fit_unit(trials)
     pack = PackTrainer(trials)
     pack.train_epoch()
     rhos = {float(pack.member_state_dict(i)["method"]["rho"]) for i in range(len(trials))}
