@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from dualtune.core.engine.hardest import hardest_samples
 from dualtune.core.engine.result import (
     EvalReport,
     Reporter,
@@ -97,14 +98,15 @@ def _train(
                     )
                 )
     methods = {c.trial_id: c.method for c in configs}
-    results = {
-        trial_id: TrialResult(
+    results: dict[str, TrialResult] = {}
+    for trial_id in trainer.active:
+        per_sample = trainer.per_sample(trial_id)
+        results[trial_id] = TrialResult(
             trial_id=trial_id,
             method=methods[trial_id],
             history=trainer.histories[trial_id],
-            per_sample=trainer.per_sample(trial_id),
+            per_sample=per_sample,
             multipliers=trainer.multipliers_of(trial_id),
+            hardest=hardest_samples(trainer.task, trainer.data.train.x, per_sample),
         )
-        for trial_id in trainer.active
-    }
     return UnitResult(results, dict(trainer.diverged))

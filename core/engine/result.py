@@ -10,6 +10,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from dualtune.core.engine.errors import Diverged
+    from dualtune.core.engine.hardest import HardestSamples
     from dualtune.core.engine.trainer import Trainer
     from dualtune.core.engine.unit import UnitTrainer
 
@@ -53,6 +54,8 @@ class TrialResult:
             attribute.
         multipliers: the dense multiplier table of the constraint kind (for a per-sample
             kind the same values as ``per_sample["multiplier"]``).
+        hardest: for an image task, the training samples with the largest multipliers
+            (then losses) as images, with label, loss and multiplier; else ``None``.
     """
 
     trial_id: str
@@ -60,6 +63,7 @@ class TrialResult:
     history: list[dict[str, float]]
     per_sample: dict[str, np.ndarray] = field(default_factory=dict)
     multipliers: np.ndarray | None = None
+    hardest: HardestSamples | None = None
 
     @property
     def final(self) -> dict[str, float]:

@@ -72,6 +72,15 @@ def test_a_unit_of_one_gives_exactly_what_fit_gives() -> None:
     np.testing.assert_array_equal(result.multipliers, alone.multipliers)
 
 
+def test_an_image_task_hands_back_its_hardest_samples_as_images() -> None:
+    result = fit(digits_trial())
+    assert result.hardest is not None
+    assert result.hardest.images.shape == (16, 8, 8)
+    lam = result.per_sample["multiplier"]
+    # The largest multipliers of the run, in order (the hardest.csv order).
+    np.testing.assert_array_equal(result.hardest.multiplier, np.sort(lam)[::-1][:16])
+
+
 def test_its_state_is_the_unit_layout_and_resumes_exactly() -> None:
     trial = digits_trial()
     states: list[dict[str, Any]] = []
