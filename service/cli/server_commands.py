@@ -28,6 +28,8 @@ from dualtune.service.db.engine import make_engine
 from dualtune.service.db.migrate import Fit, downgrade, upgrade
 from dualtune.service.db.repository import Repository
 from dualtune.service.errors import ServiceError, Unauthorized
+from dualtune.service.launchers import Launcher, LocalLauncher
+from dualtune.service.launchers.local_ray_head import LocalRayHead
 from dualtune.service.service_log import log_to_stderr
 from dualtune.service.settings import Settings
 from dualtune.service.usecases.tokens import create_token, list_tokens, revoke_token
@@ -241,13 +243,13 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _serve(settings: Settings, host: str) -> None:
+def _serve(settings: Settings, host: str, launcher: Launcher | None = None) -> None:
     import uvicorn
 
     from dualtune.service.api.app import create_app
 
     try:
-        application = create_app(settings)
+        application = create_app(settings, launcher)
     except ServiceError as exc:
         raise fail(exc.message) from None
     except ValueError as exc:
@@ -262,6 +264,13 @@ def up(
     port: Annotated[int, typer.Option(help="the service's port")] = 8000,
     mlflow_port: Annotated[int, typer.Option(help="the MLflow UI's port")] = 5000,
     ui: Annotated[bool, typer.Option("--ui/--no-ui", help="start the MLflow UI")] = True,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray/--no-ray",
+            help="one Ray head for every sweep (--no-ray: each driver starts its own)",
+        ),
+    ] = True,
 ) -> None:
     """The embedded stack on 127.0.0.1: service + SQLite + local Ray + MLflow (and its UI)."""
     settings = _settings(
@@ -278,18 +287,36 @@ def up(
     upgrade(engine)
     ensure_local_token(Repository(engine), settings.data_dir)
     engine.dispose()
-    ui_process = _start_mlflow_ui(settings, mlflow_port) if ui else None
-    console.print(
-        f"dualtune on http://127.0.0.1:{port} · data in {settings.data_dir} · token in "
-        f"{settings.data_dir / 'token'}"
-        + (f" · MLflow UI on {settings.mlflow_ui_url}" if ui_process else ""),
-        highlight=False,
-        soft_wrap=True,
-    )
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    ui_process = _start_mlflow_ui(settings, mlflow_port) if ui else None
+    # One Ray runtime for the stack's life, which every sweep's driver joins: a driver does
+    # not pay a runtime's start-up per sweep (docs/service.md, "The embedded Ray head").
+    head = LocalRayHead(settings.data_dir)
     try:
-        _serve(settings, "127.0.0.1")
+        ray_address = head.start() if ray else None
+        console.print(
+            f"dualtune on http://127.0.0.1:{port} · data in {settings.data_dir} · token in "
+            f"{settings.data_dir / 'token'}"
+            + (f" · MLflow UI on {settings.mlflow_ui_url}" if ui_process else "")
+            + (f" · Ray on {ray_address}" if ray_address else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+        if ray and ray_address is None:
+            console.print(
+                f"the Ray head did not start (see {head.log_path}): each sweep's driver "
+                "starts a Ray runtime of its own",
+                highlight=False,
+                soft_wrap=True,
+            )
+        launcher = LocalLauncher(
+            log_dir=settings.data_dir / "logs",
+            data_dir=settings.data_dir,
+            ray_head_env=head.driver_env(),
+        )
+        _serve(settings, "127.0.0.1", launcher)
     finally:
+        head.stop()
         if ui_process is not None:
             _stop_tree(ui_process.pid)
 

@@ -103,6 +103,10 @@ driver's own knobs, and the MLflow client's settings with the artifact store's c
 (``AWS_*``: the driver writes the artifacts). Nothing else: the service's database URL, its
 Ray token and any other secret stay with the service; the driver gets its sweep-scoped
 worker token and the tracking URI from ``LaunchRequest.dualtune_env``."""
+RAY_ADDRESS_ENV = "DUALTUNE_RAY_ADDRESS"
+"""The Ray runtime a local driver joins (the embedded stack's head), set by the local launcher
+itself: the service's own ``DUALTUNE_RAY_ADDRESS`` is the ``ray`` launcher's Jobs API, not
+an address a driver joins, so it is not inherited."""
 
 
 def allowed_driver_env(environ: Mapping[str, str]) -> dict[str, str]:

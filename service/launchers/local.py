@@ -6,7 +6,10 @@ restarted, or another replica on this machine) is found again in the process tab
 ``--sweep-id`` and ``--submission-id`` on its command line, and known by pid and start time.
 
 The driver inherits only an allow-list of this process's environment
-(``base.allowed_driver_env``): never the service's database URL or Ray token.
+(``base.allowed_driver_env``): never the service's database URL or Ray token. Under
+``dualtune up`` the launcher knows the stack's Ray head (``local_ray_head``) and hands its
+address and token file to every driver (``DUALTUNE_RAY_ADDRESS``, ``RAY_AUTH_*``), which
+joins it rather than start a runtime of its own; without one, each driver starts its own.
 
 The spec's ``runtime.env_vars`` reach the driver (and, through its local Ray, the trials);
 ``runtime.pip`` is not installed here: the driver runs in this machine's environment, and
@@ -21,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
@@ -67,10 +71,20 @@ def parse_driver_command(cmdline: list[str]) -> tuple[str, str] | None:
 class LocalLauncher:
     name = "local"
 
-    def __init__(self, log_dir: Path, data_dir: Path, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        data_dir: Path,
+        python: str = sys.executable,
+        *,
+        ray_head_env: Mapping[str, str] | None = None,
+    ) -> None:
+        """``ray_head_env``: what makes a driver join the stack's Ray head
+        (``LocalRayHead.driver_env``)."""
         self.log_dir = log_dir
         self.data_dir = data_dir
         self.python = python
+        self.ray_head_env = dict(ray_head_env or {})
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._stop_deadline: dict[str, float] = {}
 
@@ -80,10 +94,16 @@ class LocalLauncher:
     def driver_env(self, request: LaunchRequest) -> dict[str, str]:
         """The driver's whole environment: the allowed part of this process's, with the
         spec's ``runtime.env_vars`` over it (expanded against it, as Ray does), then the
-        variables dualtune sets (``LaunchRequest.dualtune_env``)."""
+        variables dualtune sets (``LaunchRequest.dualtune_env``, and the stack's Ray head)."""
         machine = {**allowed_driver_env(os.environ), "DUALTUNE_DATA_DIR": str(self.data_dir)}
         spec_env = {k: expand_env(v, machine) for k, v in request.runtime.env_vars.items()}
-        return {**machine, **spec_env, **request.dualtune_env(), "PYTHONUNBUFFERED": "1"}
+        return {
+            **machine,
+            **spec_env,
+            **request.dualtune_env(),
+            **self.ray_head_env,
+            "PYTHONUNBUFFERED": "1",
+        }
 
     def launch(self, request: LaunchRequest) -> str:
         self.log_dir.mkdir(parents=True, exist_ok=True)
