@@ -11,6 +11,7 @@ keeps it buffered and tries again later (see ``TrialRunLogger``).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,21 @@ def artifact_root_for(tracking_uri: str) -> str | None:
     return (db.parent / "mlartifacts").resolve().as_uri()
 
 
+_clients: dict[str, MlflowClient] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_client(tracking_uri: str) -> MlflowClient:
+    """The process's ``MlflowClient`` for ``tracking_uri``, made on first use: a new client
+    on a SQLite store checks the store's schema (~50 ms), and a pack builds one logger per
+    member. ``MlflowClient`` holds no per-call state, so threads may share it."""
+    with _clients_lock:
+        client = _clients.get(tracking_uri)
+        if client is None:
+            client = _clients[tracking_uri] = MlflowClient(tracking_uri=tracking_uri)
+        return client
+
+
 def retry_budget_s() -> float:
     raw = os.environ.get("DUALTUNE_MLFLOW_RETRY_BUDGET_S")
     try:
@@ -69,11 +85,11 @@ class ResilientClient:
         budget_s: float | None = None,
         client: MlflowClient | None = None,
     ) -> None:
-        """``client`` shares one ``MlflowClient`` between callers (a pack's members): a new
-        client on a SQLite store checks the store's schema, ~50 ms each."""
+        """``client`` defaults to the process's ``shared_client(tracking_uri)``; each
+        ``ResilientClient`` keeps its own error record."""
         self.tracking_uri = tracking_uri
         self.budget_s = retry_budget_s() if budget_s is None else budget_s
-        self.client = client or MlflowClient(tracking_uri=tracking_uri)
+        self.client = client or shared_client(tracking_uri)
         self.last_error: str | None = None
 
     def call(
