@@ -6,8 +6,13 @@ from mlflow.tracking import MlflowClient
 
 from dualtune.core.states import TrialState
 
-from .tracking_support import logger, metrics, steps, wait_for_steps
-from .tracking_support import uri  # noqa: F401  (the store fixture)
+from .tracking_support import (
+    logger,
+    metrics,
+    steps,
+    uri_fixture,  # noqa: F401  (the store fixture, `uri`)
+    wait_for_steps,
+)
 
 NEVER = 3600.0
 """A flush interval no test reaches: metrics stay buffered until ``finish``."""

@@ -22,8 +22,8 @@ PARAMS = {"params.epsilon": "0.05", "params.dual_lr": "0.01", "params.seed": "0"
 _empty: list[Path] = []
 
 
-@pytest.fixture
-def uri(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> str:
+@pytest.fixture(name="uri")
+def uri_fixture(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> str:
     """A SQLite MLflow store of the test's own, holding the test experiment. MLflow takes
     seconds to build a new database's schema, so it is built once per process and copied."""
     if not _empty:

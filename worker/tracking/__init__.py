@@ -1,12 +1,17 @@
 """MLflow tracking laid out as ARCHITECTURE §3.5, resilient to tracking-server outages."""
 
-from dualtune.worker.tracking.resilient import ResilientClient, tracking_uri_from_env
+from dualtune.worker.tracking.resilient import (
+    ResilientClient,
+    shared_client,
+    tracking_uri_from_env,
+)
 from dualtune.worker.tracking.sweep_run import (
     ensure_experiment,
     ensure_parent_run,
     log_sweep_report,
 )
-from dualtune.worker.tracking.trial_run import LoggingSummary, TrialRunLogger
+from dualtune.worker.tracking.trial_figures import log_trial_figures
+from dualtune.worker.tracking.trial_run import LoggingSummary, TrialRunLogger, run_name
 
 __all__ = [
     "LoggingSummary",
@@ -15,5 +20,8 @@ __all__ = [
     "ensure_experiment",
     "ensure_parent_run",
     "log_sweep_report",
+    "log_trial_figures",
+    "run_name",
+    "shared_client",
     "tracking_uri_from_env",
 ]
