@@ -2,13 +2,20 @@
 the best feasible trial's metrics under ``best/`` and the trial counts, as metrics the runs
 table shows (ARCHITECTURE §3.5)."""
 
+import json
+
 import pytest
 from mlflow.tracking import MlflowClient
 
 from dualtune.core.reporting import TrialOutcome, build_report
 from dualtune.core.spec import SweepSpec
 from dualtune.worker.tracking import ResilientClient, ensure_experiment, ensure_parent_run
-from dualtune.worker.tracking.sweep_run import best_feasible, log_sweep_report, parent_metrics
+from dualtune.worker.tracking.sweep_run import (
+    best_feasible,
+    log_sweep_report,
+    parent_metrics,
+    runs_view,
+)
 
 SPEC = SweepSpec.model_validate(
     {
@@ -27,9 +34,12 @@ SPEC = SweepSpec.model_validate(
 
 
 def outcome(trial_id: str, status: str = "succeeded", **metrics: float) -> TrialOutcome:
-    """A trial of the method its id starts with; ``val__cvar_0_05`` names ``val/cvar_0.05``."""
+    """A trial of the method its id starts with (fl and rfl sweep ε and the dual lr);
+    ``val__cvar_0_05`` names ``val/cvar_0.05``."""
+    method = trial_id.split("-")[0]
+    params = {} if method == "erm" else {"dual_lr": 0.05, "epsilon": 0.1}
     named = {k.replace("__", "/").replace("0_", "0."): v for k, v in metrics.items()}
-    return TrialOutcome(trial_id, trial_id.split("-")[0], {}, status, named)
+    return TrialOutcome(trial_id, method, params, status, named)
 
 
 # ERM has the lowest val loss but misses the bound; fl-2 is the best of the feasible, and
@@ -103,6 +113,22 @@ def test_a_sweep_without_a_feasible_trial_has_counts_and_no_best() -> None:
     assert metrics["trials/feasible"] == 0.0
 
 
+def test_the_runs_table_view_shows_the_grid_the_selection_and_the_counts() -> None:
+    assert runs_view(report(), OUTCOMES) == {
+        "selectedColumns": [
+            "params.`params.epsilon`",
+            "params.`params.dual_lr`",
+            "metrics.`val/loss_mean`",
+            "metrics.`train/feasible_frac`",
+            "metrics.`best/val/loss_mean`",
+            "metrics.`best/train/feasible_frac`",
+            "metrics.`trials/total`",
+            "metrics.`trials/succeeded`",
+            "metrics.`trials/feasible`",
+        ]
+    }
+
+
 @pytest.fixture(scope="module")
 def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One store for the module: creating an MLflow SQLite store takes seconds."""
@@ -140,6 +166,8 @@ def test_the_experiment_is_model_training_and_the_parent_shows_best_and_counts(
     assert {k: run.data.metrics[k] for k in COUNTS} == COUNTS
     assert run.data.tags["dualtune.best_trial_id"] == "fl-2"
     assert run.data.tags["dualtune.best_method"] == "fl"
+    view = mlflow.get_experiment(experiment_id).tags["mlflow.sharedViewState.dualtune"]
+    assert json.loads(view) == runs_view(rep, OUTCOMES)
 
 
 def test_the_drivers_old_call_still_logs_the_counts_and_table_metrics(tracking_uri: str) -> None:

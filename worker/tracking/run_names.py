@@ -34,8 +34,8 @@ def _value(value: object) -> str:
     return str(value)
 
 
-def _order(key: str) -> tuple[int, str]:
-    """Grid keys in ``GRID_KEYS``' order, then any other key alphabetically."""
+def grid_key_order(key: str) -> tuple[int, str]:
+    """Sort key: grid keys in ``GRID_KEYS``' order, then any other key alphabetically."""
     keys = list(GRID_KEYS)
     return (keys.index(key), "") if key in GRID_KEYS else (len(keys), key)
 
@@ -46,7 +46,7 @@ def child_run_name(method: str, params: Mapping[str, object]) -> str:
     ``…``)."""
     parts = [
         method,
-        *(f"{SYMBOLS.get(k, k)}={_value(params[k])}" for k in sorted(params, key=_order)),
+        *(f"{SYMBOLS.get(k, k)}={_value(params[k])}" for k in sorted(params, key=grid_key_order)),
     ]
     name = " ".join(parts)
     if len(name) > MAX_RUN_NAME:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import tempfile
@@ -18,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from dualtune.core.reporting import FINAL_STATES, TrialOutcome
 from dualtune.worker.tracking import plots
 from dualtune.worker.tracking.resilient import ResilientClient, artifact_root_for
+from dualtune.worker.tracking.run_names import grid_key_order
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
@@ -98,6 +100,15 @@ TRIALS_PREFIX = "trials/"
 """The parent's trial counts: ``trials/total``, one per final state, ``trials/feasible``."""
 BEST_TRIAL_TAG = "dualtune.best_trial_id"
 BEST_METHOD_TAG = "dualtune.best_method"
+VIEW_KEY = "dualtune"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+"""MLflow's UI (3.x) opens a "shared view" of an experiment's runs table from this tag when
+its URL asks for it (``VIEW_QUERY``): the columns a sweep is compared by. Without it the
+table shows no metric or parameter column at all."""
+VIEW_QUERY = f"viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
+"""The query of the experiment page that opens the runs table in that view. The UI ignores
+``mlflow.experimentKind`` since 3.x and opens the GenAI overview unless the workflow type is
+asked for (or was picked once in that browser)."""
 
 
 def best_feasible(
@@ -148,6 +159,28 @@ def parent_metrics(
     return metrics
 
 
+def runs_view(report: Mapping[str, Any], outcomes: Sequence[TrialOutcome] = ()) -> dict[str, Any]:
+    """The runs table's columns for ``VIEW_TAG``: the swept grid keys (the child runs'
+    ``params.<key>`` params), the selection metric and its bounds' metrics on the children
+    and under ``best/`` on the parent, and the parent's trial counts."""
+    selection = report["selection"]
+    entries = [e[kind] for e in report["methods"] for kind in ("best", "best_infeasible")]
+    keys = {k for o in outcomes for k in o.params} | {
+        k for entry in entries if entry for k in entry["params"]
+    }
+    params = [f"params.`params.{k}`" for k in sorted(keys, key=grid_key_order)]
+    compared = [
+        selection["metric"],
+        *(m for m in selection["subject_to"] if m != selection["metric"]),
+    ]
+    metrics = [
+        *(f"metrics.`{m}`" for m in compared),
+        *(f"metrics.`{BEST_PREFIX}{m}`" for m in compared),
+        *(f"metrics.`{TRIALS_PREFIX}{n}`" for n in ("total", "succeeded", "feasible")),
+    ]
+    return {"selectedColumns": [*params, *metrics]}
+
+
 def log_sweep_report(
     tracking_uri: str,
     parent_run_id: str,
@@ -175,6 +208,14 @@ def log_sweep_report(
     ok, _ = client.call(lambda c: c.log_batch(parent_run_id, metrics=metrics, tags=tags))
     if not ok:
         missing.append("best/* and trials/* metrics")
+    view = json.dumps(runs_view(report, outcomes))
+
+    def set_view(c: MlflowClient) -> None:
+        c.set_experiment_tag(c.get_run(parent_run_id).info.experiment_id, VIEW_TAG, view)
+
+    ok, _ = client.call(set_view)
+    if not ok:
+        missing.append("the runs table's view")
     with tempfile.TemporaryDirectory() as directory:
         plots_dir = Path(directory) / "plots"
         plots_dir.mkdir()
