@@ -6,7 +6,7 @@ exclusive times of the pieces of one call add up to that call's duration.
 
 In the driver the recorder patches ``worker.driver``'s helpers directly. In Ray's worker
 processes, ``install_worker_timers`` (a Ray ``worker_process_setup_hook``) patches the
-pack trainable, the pack trainer and the MLflow logger *when they are first imported*, so
+unit trainable, the pack trainer and the MLflow logger *when they are first imported*, so
 that importing them (torch, MLflow) stays where it happens without the timers, and writes
 one JSON line per call to ``$DUALTUNE_BENCH_TIMINGS/<pid>.jsonl``. The first import of a
 few heavy packages (``HEAVY``) is timed too, so that what a piece spends importing them is
@@ -111,14 +111,12 @@ def driver_targets() -> list[tuple[Any, str, str]]:
 
 def _worker_targets(module: ModuleType) -> list[tuple[Any, str, str]]:
     name = module.__name__
-    if name == "dualtune.worker.pack_trainable":
+    if name == "dualtune.worker.unit_trainable":
         return [
-            (module, "run_pack", "trial: run_pack (rest)"),
-            (module, "fit_pack", "train: fit_pack loop"),
-            (module, "_report", "tune: checkpoint + report"),
+            (module, "run_unit", "trial: run_unit (rest)"),
+            (module, "fit_unit", "train: fit_unit loop"),
+            (module._Unit, "_report", "tune: checkpoint + report"),
         ]
-    if name == "dualtune.worker.trainable":
-        return [(module, "run_trial", "trial: run_trial (rest)")]
     if name == "dualtune.core.engine.pack_trainer":
         c = module.PackTrainer
         return [
@@ -146,8 +144,7 @@ def _worker_targets(module: ModuleType) -> list[tuple[Any, str, str]]:
 
 
 WATCHED = (
-    "dualtune.worker.pack_trainable",
-    "dualtune.worker.trainable",
+    "dualtune.worker.unit_trainable",
     "dualtune.core.engine.pack_trainer",
     "dualtune.worker.tracking.trial_run",
 )

@@ -13,6 +13,7 @@ interrupted ones resume from their checkpoints, and MLflow runs are found again 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,32 +26,20 @@ from ray import tune
 
 from dualtune.core.reporting import TrialOutcome, build_report
 from dualtune.core.spec import SweepSpec, TrialConfig
-from dualtune.core.states import TrialState
+from dualtune.worker.best_figures import final_arrays, log_best_figures
 from dualtune.worker.callbacks import TrialEvents
-from dualtune.worker.events import (
-    EventSink,
-    NullSink,
-    check_not_refused,
-    finite_metrics,
-    register_sink,
-    trial_state,
-)
-from dualtune.worker.pack_trainable import MEMBERS_KEY, member_outcomes, run_unit
+from dualtune.worker.events import EventSink, NullSink, check_not_refused, register_sink
+from dualtune.worker.outcomes import decode, unit_end
 from dualtune.worker.packing import Unit, plan_units
 from dualtune.worker.preflight import check_sweep
 from dualtune.worker.refusal import StopWhenRefused
 from dualtune.worker.tracking import ensure_experiment, ensure_parent_run, log_sweep_report
 from dualtune.worker.tracking.resilient import ResilientClient
 from dualtune.worker.tracking.sweep_run import final_train_losses
-from dualtune.worker.trainable import (
-    ERROR_KEY,
-    LOGGING_KEY,
-    PER_SAMPLE_FILE,
-    RUN_ID_KEY,
-    STATUS_KEY,
-    Registrations,
-    TrackingSettings,
-)
+from dualtune.worker.unit_settings import Registrations, TrackingSettings, WorkerEnvironment
+from dualtune.worker.unit_trainable import run_unit
+
+log = logging.getLogger(__name__)
 
 UNITS_FILE = "dualtune_units.json"
 """The sweep's units (trial id → its pack), kept next to the Tune experiment: a restored
@@ -108,43 +97,25 @@ def _init_ray(address: str | None) -> None:
 
 
 def _outcome(trial: TrialConfig, result: tune.Result | None) -> TrialRecord:
-    metrics: dict[str, Any] = dict(result.metrics or {}) if result is not None else {}
-    members = member_outcomes(metrics)
-    if members or (STATUS_KEY in metrics and MEMBERS_KEY in metrics):
-        # A pack's member: its own outcome, reported by the pack. A pack Tune stopped
-        # mid-training (its last report says running) leaves its open members stopped.
-        stopped = metrics.get(STATUS_KEY) == TrialState.RUNNING and (
-            result is None or result.error is None
-        )
-        own = members.get(trial.trial_id, {})
-        metrics = {
-            **(own.get("metrics") or {}),
-            STATUS_KEY: own.get("status", TrialState.STOPPED if stopped else TrialState.FAILED),
-            ERROR_KEY: own.get("error") or "",
-            RUN_ID_KEY: own.get("run_id") or "",
-            LOGGING_KEY: own.get("logging") or "",
-            "attempts": metrics.get("attempts", 1),
-        }
-    status = trial_state(metrics.get(STATUS_KEY))  # none: it never reported
-    error = metrics.get(ERROR_KEY)
-    if result is not None and result.error is not None and trial.trial_id not in members:
-        status, error = TrialState.FAILED, f"{type(result.error).__name__}: {result.error}"
-    if status == TrialState.RUNNING:
-        # Its last report was an evaluation, not its outcome, and it did not error: Tune
-        # stopped it (a stopper or a scheduler), with the metrics it had.
-        status = TrialState.STOPPED
+    """A trial's record from its unit's Tune result: the outcome the unit reported for it
+    (``outcomes.unit_end`` when that was not an end state or the unit errored)."""
+    reported = decode(result.metrics if result is not None else None).get(trial.trial_id)
+    error = None
+    if result is not None and result.error is not None:
+        error = f"{type(result.error).__name__}: {result.error}"
+    outcome = unit_end(trial.trial_id, reported, error=error)
     return TrialRecord(
         TrialOutcome(
             trial.trial_id,
             trial.method,
             dict(trial.params),
-            status,
-            finite_metrics(metrics),
-            str(error) if error else None,
+            outcome.status,
+            dict(outcome.metrics),
+            outcome.error,
         ),
-        str(metrics.get(RUN_ID_KEY) or "") or None,
-        str(metrics.get(LOGGING_KEY) or ""),
-        int(metrics.get("attempts", 1) or 1),
+        outcome.mlflow_run_id,
+        outcome.logging,
+        outcome.attempt,
     )
 
 
@@ -166,15 +137,9 @@ def _units(
     return units
 
 
-def _final_train_losses(result: tune.Result | None) -> np.ndarray | None:
-    if result is None or result.checkpoint is None:
-        return None
-    with result.checkpoint.as_directory() as directory:
-        path = Path(directory) / PER_SAMPLE_FILE
-        if not path.exists():
-            return None
-        with np.load(path) as data:
-            return np.asarray(data["train_loss"])
+def _final_train_losses(result: tune.Result | None, trial_id: str) -> np.ndarray | None:
+    arrays = final_arrays(result, trial_id)
+    return None if arrays is None else np.asarray(arrays.per_sample["train_loss"])
 
 
 def run_sweep(
@@ -241,6 +206,7 @@ def run_sweep(
             units=units,
             tracking=tracking,
             registrations=Registrations.of_this_process(),
+            environment=WorkerEnvironment.of_this_process(),
         ),
         _resources(spec),
     )
@@ -298,13 +264,17 @@ def run_sweep(
         best = entry["best"] or entry["best_infeasible"]
         if best is None:
             continue
-        losses = _final_train_losses(results.get(best["trial_id"]))
+        losses = _final_train_losses(results.get(best["trial_id"]), best["trial_id"])
         run_id = best.get("mlflow_run_id") or by_run.get(best["trial_id"])
         if losses is None and run_id:
             losses = final_train_losses(tracking_uri, run_id)
         if losses is not None:
             params = ", ".join(f"{k}={v}" for k, v in best["params"].items() if k != "seed")
             curves[f"{entry['method']} ({params})" if params else entry["method"]] = losses
+    if spec.logging.plots == "best":
+        # After the report: the best trials are known only now (see worker.best_figures).
+        for missing in log_best_figures(report, by_id, results, by_run, tracking_uri):
+            log.warning("best trial's figures not logged to MLflow: %s", missing)
     if parent_run_id is not None:
         log_sweep_report(tracking_uri, parent_run_id, report, curves)
     return SweepResult(

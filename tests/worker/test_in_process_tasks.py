@@ -13,7 +13,7 @@ from dualtune import register_task
 from dualtune.core.catalog import TASKS
 from dualtune.core.spec import SweepSpec
 from dualtune.worker.driver import run_sweep
-from dualtune.worker.trainable import Registrations
+from dualtune.worker.unit_settings import Registrations
 from tests.worker.plugins import TINY
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]

@@ -1,5 +1,6 @@
 """Packs in a real sweep (real Ray Tune, real MLflow): each member is its own trial in every
-place users look, a diverging member ends alone, and a killed pack resumes every member."""
+place users look, a diverging member ends alone, and a pack whose process dies resumes
+every member exactly and logs every epoch once."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,12 +10,12 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from dualtune import core
-from dualtune.core.engine.fit import fit_pack
+from dualtune.core.engine.fit import fit_unit
+from dualtune.worker.crash_points import AFTER_LOG, CRASH_ENV
 from dualtune.worker.driver import run_sweep
 from dualtune.worker.events import TrialEvent
 
 from .conftest import small_spec
-from .test_sweep_faults import kill_trials_after_checkpoint
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
@@ -76,16 +77,23 @@ def test_each_member_of_a_pack_is_its_own_trial_and_a_diverging_one_ends_alone(
         if "/" in name and not name.startswith("time/"):
             assert record.outcome.metrics[name] == pytest.approx(value, rel=1e-4, abs=1e-6)
 
+    # logging.plots: best (the default): only the method's best trial has figures, drawn by
+    # the driver from its unit's last checkpoint.
+    (fl,) = result.report["methods"]
+    best = (fl["best"] or fl["best_infeasible"])["trial_id"]
     client = MlflowClient(tracking_uri)
     for r in result.trials:
         run = client.get_run(r.mlflow_run_id or "")
         assert run.data.tags["dualtune.trial_id"] == r.outcome.trial_id
         assert run.data.tags["dualtune.status"] == r.outcome.status
+        files = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        if r.outcome.trial_id == best:
+            assert files == {"plots/loss_cdf.png", "plots/multipliers.png"}
+        else:
+            assert files == set()
         if r.outcome.status == "succeeded":
             history = client.get_metric_history(run.info.run_id, "train/loss_mean")
             assert sorted(m.step for m in history) == [1, 2, 3]
-            files = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-            assert files == {"plots/loss_cdf.png", "plots/multipliers.png"}
             tables = {a.path for a in client.list_artifacts(run.info.run_id, "per_sample")}
             assert {"per_sample/train_epoch0002.parquet", "per_sample/hardest.csv"} <= tables
         else:
@@ -93,42 +101,47 @@ def test_each_member_of_a_pack_is_its_own_trial_and_a_diverging_one_ends_alone(
             assert run.info.status == "FAILED"
 
 
-def test_a_killed_pack_resumes_every_member_from_its_checkpoint(
-    local_ray: None, tracking_uri: str, tmp_path: Path, one_thread: None
+def test_a_pack_that_dies_between_logging_and_its_checkpoint_logs_every_epoch_once(
+    local_ray: None,
+    tracking_uri: str,
+    tmp_path: Path,
+    one_thread: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The unit's process exits once after epoch 3's metrics reached MLflow (flushed at every
+    # evaluation) and before epoch 3's checkpoint: it resumes from epoch 2's and trains and
+    # logs epoch 3 again (the issue's fresh-clone run saw steps [1, 2, 3, 3]).
+    monkeypatch.setenv(CRASH_ENV, f"{AFTER_LOG}:3")
+    monkeypatch.setenv("DUALTUNE_MLFLOW_FLUSH_S", "0")
     spec = small_spec(
         task={"name": "digits"},
         methods=["fl"],
         grid={"epsilon": [0.1, 0.2, 0.3], "dual_lr": 0.1},
-        train={"epochs": 30, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.003}},
-        limits={"max_trials": 10, "max_failures": 2},
+        train={"epochs": 4, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.003}},
+        logging={"per_sample_every": 2, "plots": "none"},
+        limits={"max_trials": 10, "max_failures": 1},
         pack=3,
     )
-    storage = tmp_path / "tune"
-    watcher, killed = kill_trials_after_checkpoint(storage, 2)
     result = run_sweep(
         spec,
-        sweep_id="kill-pack",
-        storage_path=storage,
+        sweep_id="crash-pack",
+        storage_path=tmp_path / "tune",
         tracking_uri=tracking_uri,
         show_progress=False,
     )
-    watcher.join(timeout=1)
-    assert killed, "the pack's process was never seen, so never killed"
-    assert [r.outcome.status for r in result.trials] == ["succeeded"] * 3
+    assert [(r.outcome.status, r.attempts) for r in result.trials] == [("succeeded", 2)] * 3
 
-    uninterrupted = fit_pack(spec.trials())
+    uninterrupted = fit_unit(spec.trials())  # resumed exactly, from epoch 2's state
     client = MlflowClient(tracking_uri)
     for r in result.trials:
         expected = uninterrupted.results[r.outcome.trial_id].final
         for name, value in expected.items():
             if "/" in name and not name.startswith("time/"):
                 assert r.outcome.metrics[name] == pytest.approx(value, rel=1e-6, abs=1e-6), name
-        # Resumed, not restarted: the first epochs were logged once, before the kill.
-        history = client.get_metric_history(r.mlflow_run_id or "", "train/loss_mean")
-        steps = [m.step for m in history]
-        assert steps.count(1) == 1
-        assert set(steps) == set(range(1, 31))
+        for name in ("train/loss_mean", "val/loss_mean"):
+            history = client.get_metric_history(r.mlflow_run_id or "", name)
+            assert sorted(m.step for m in history) == [1, 2, 3, 4], name
+        assert client.list_artifacts(r.mlflow_run_id or "", "plots") == []  # plots: none
     runs = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id])
     assert len([r for r in runs if "mlflow.parentRunId" in r.data.tags]) == 3
 

@@ -19,6 +19,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from dualtune import core
+from dualtune.worker.crash_points import AFTER_LOG, CRASH_ENV
 from dualtune.worker.driver import run_sweep
 
 from .conftest import small_spec
@@ -69,8 +70,13 @@ def kill_trials_after_checkpoint(
 
 
 def test_killed_trial_process_resumes_from_checkpoint_with_identical_results(
-    local_ray: None, tracking_uri: str, tmp_path: Path
+    local_ray: None, tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Two faults, one after the other: the unit's process exits once between epoch 2's
+    # metrics reaching MLflow and epoch 2's checkpoint (worker.crash_points), and is
+    # SIGKILLed from outside once a checkpoint from the third evaluation on exists.
+    monkeypatch.setenv(CRASH_ENV, f"{AFTER_LOG}:2")
+    monkeypatch.setenv("DUALTUNE_MLFLOW_FLUSH_S", "0")
     spec = small_spec(
         task={"name": "digits"},
         methods=["rfl"],
@@ -92,7 +98,7 @@ def test_killed_trial_process_resumes_from_checkpoint_with_identical_results(
     watcher.join(timeout=1)
     assert killed, "the trial process was never seen, so never killed"
     (record,) = result.trials
-    assert record.outcome.status == "succeeded"
+    assert (record.outcome.status, record.attempts) == ("succeeded", 3)
 
     # The trial ran on one torch thread (DUALTUNE_TORCH_THREADS); a reduction split over
     # another number of threads sums in another order (seen: loss_max 0.81819 on one thread,
@@ -111,6 +117,9 @@ def test_killed_trial_process_resumes_from_checkpoint_with_identical_results(
     runs = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 1  # the retried trial logged into the same child run
+    # A unit of one logs every epoch once, as a pack does (test_pack_sweep).
+    history = client.get_metric_history(children[0].info.run_id, "val/loss_mean")
+    assert sorted(m.step for m in history) == list(range(1, 31))
 
 
 def test_a_diverging_trial_ends_diverged_and_the_others_finish(

@@ -4,7 +4,6 @@ for an error. The callback's events and the driver's final outcomes agree."""
 
 from __future__ import annotations
 
-import json
 import math
 from types import SimpleNamespace
 from typing import Any
@@ -14,8 +13,7 @@ from dualtune.core.states import TrialState
 from dualtune.worker.callbacks import TrialEvents
 from dualtune.worker.driver import _outcome
 from dualtune.worker.events import TrialEvent, register_sink
-from dualtune.worker.pack_trainable import MEMBERS_KEY
-from dualtune.worker.trainable import STATUS_KEY
+from dualtune.worker.outcomes import MemberOutcome, encode
 
 from .conftest import small_spec
 
@@ -37,11 +35,14 @@ def _callback(sweep_id: str) -> Recorder:
     return sink
 
 
-EVALUATION = {
-    STATUS_KEY: TrialState.RUNNING.value,
-    "val/loss_mean": 0.3,
-    "train/loss_max": math.nan,
-}
+def report(*members: MemberOutcome) -> dict[str, Any]:
+    """A unit's report to Tune with these members' outcomes."""
+    return {"epoch": 1, **encode({m.trial_id: m for m in members})}
+
+
+def evaluation(trial_id: str) -> dict[str, Any]:
+    running = {"val/loss_mean": 0.3, "train/loss_max": math.nan}
+    return report(MemberOutcome(trial_id, TrialState.RUNNING, running))
 
 
 def _run(callback: TrialEvents, unit: str, last: dict[str, Any], end: str) -> None:
@@ -56,7 +57,7 @@ def test_a_trial_tune_stopped_early_is_stopped_with_its_last_metrics() -> None:
     callback = TrialEvents(
         "sw-states-1", 1, metric="val/loss_mean", mode="min", show_progress=False
     )
-    _run(callback, "t1", EVALUATION, "on_trial_complete")
+    _run(callback, "t1", evaluation("t1"), "on_trial_complete")
     assert [(e.trial_id, e.status) for e in sink.events] == [
         ("t1", TrialState.RUNNING),
         ("t1", TrialState.STOPPED),
@@ -73,10 +74,10 @@ def test_a_trial_that_reported_its_outcome_keeps_it_and_an_error_is_failed() -> 
     _run(
         callback,
         "done",
-        {STATUS_KEY: TrialState.SUCCEEDED.value, "val/loss_mean": 0.2},
+        report(MemberOutcome("done", TrialState.SUCCEEDED, {"val/loss_mean": 0.2})),
         "on_trial_complete",
     )
-    _run(callback, "broken", EVALUATION, "on_trial_error")
+    _run(callback, "broken", evaluation("broken"), "on_trial_error")
     ends = [(e.trial_id, e.status) for e in sink.events if e.status != TrialState.RUNNING]
     assert ends == [("done", TrialState.SUCCEEDED), ("broken", TrialState.FAILED)]
 
@@ -91,8 +92,10 @@ def test_a_pack_tune_stopped_early_leaves_its_open_members_stopped() -> None:
         show_progress=False,
         units={"pack": ["a", "b"]},
     )
-    outcomes = {"a": {"status": "diverged", "error": "loss is nan", "metrics": {}}}
-    last = {STATUS_KEY: TrialState.RUNNING.value, MEMBERS_KEY: json.dumps(outcomes)}
+    last = report(
+        MemberOutcome("a", TrialState.DIVERGED, error="loss is nan"),
+        MemberOutcome("b", TrialState.RUNNING, {"val/loss_mean": 0.4}),
+    )
     _run(callback, "pack", last, "on_trial_complete")
     ends = {e.trial_id: e.status for e in sink.events if e.status != TrialState.RUNNING}
     assert ends == {"a": TrialState.DIVERGED, "b": TrialState.STOPPED}
@@ -100,10 +103,11 @@ def test_a_pack_tune_stopped_early_leaves_its_open_members_stopped() -> None:
 
 def test_the_driver_outcome_of_a_stopped_trial_is_stopped_and_finite() -> None:
     trial: TrialConfig = small_spec().trials()[0]
-    stopped = _outcome(trial, SimpleNamespace(metrics=dict(EVALUATION), error=None))
+    last = evaluation(trial.trial_id)
+    stopped = _outcome(trial, SimpleNamespace(metrics=last, error=None))
     assert stopped.outcome.status == TrialState.STOPPED
     assert dict(stopped.outcome.metrics) == {"val/loss_mean": 0.3}
-    errored = _outcome(trial, SimpleNamespace(metrics=dict(EVALUATION), error=RuntimeError("x")))
+    errored = _outcome(trial, SimpleNamespace(metrics=last, error=RuntimeError("x")))
     assert errored.outcome.status == TrialState.FAILED
     assert errored.outcome.error == "RuntimeError: x"
     assert _outcome(trial, None).outcome.status == TrialState.FAILED  # never reported

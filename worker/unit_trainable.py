@@ -1,0 +1,242 @@
+"""The Ray Tune trainable: one unit of 1..K trials, trained by ``core.engine.fit.fit_unit``.
+
+Each member stays its own trial everywhere users look: its own MLflow child run (metrics
+every evaluation, per-sample tables, final artifacts, status tag), its own state in every
+checkpoint (``worker.unit_checkpoint``) and its own ``MemberOutcome`` in every report to Tune
+(``worker.outcomes``). A member that diverges is finished as ``diverged`` at once; the others
+go on. After a kill, Tune restarts the unit from its last checkpoint and every member
+resumes from its own state; a member whose child run had already finished is not run again.
+
+At each evaluation the order is: buffer every member's metrics (``log_metrics``, which
+flushes when due), then save the checkpoint with what is still unsent, then report to Tune.
+A process that dies in between resumes from the previous checkpoint, buffers its unsent
+metrics again (``restore_unsent``) and logs the lost evaluations again; the logger's
+watermark drops an epoch MLflow already holds, so every epoch is logged once.
+
+Figures (``logging.plots``): ``all`` draws each member's at its end; ``best`` leaves them to
+the driver, which draws the best trials' from the final arrays of the last checkpoint;
+``none`` draws none.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from dualtune.core.engine.errors import Diverged
+from dualtune.core.engine.fit import fit_unit
+from dualtune.core.engine.hardest import hardest_samples
+from dualtune.core.engine.result import UnitEvalReport
+from dualtune.core.engine.unit import UnitTrainer
+from dualtune.core.spec import TrialConfig
+from dualtune.core.states import TrialState
+from dualtune.worker import unit_checkpoint
+from dualtune.worker.crash_points import AFTER_LOG, crash_point
+from dualtune.worker.outcomes import MemberOutcome, encode
+from dualtune.worker.tracking import TrialRunLogger
+from dualtune.worker.unit_checkpoint import FinalArrays, UnitCheckpoint
+from dualtune.worker.unit_settings import (
+    Registrations,
+    TrackingSettings,
+    WorkerEnvironment,
+    set_torch_threads,
+)
+
+ATTEMPTS_FILE = "dualtune_attempts"
+"""Counts the starts of a unit in its Tune trial folder (which outlives its processes)."""
+
+
+def trial_logger(trial: TrialConfig, tracking: TrackingSettings) -> TrialRunLogger:
+    """The MLflow child run of ``trial`` (found again by its tags after a restart), logged
+    through the process's one MLflow client."""
+    return TrialRunLogger(
+        tracking.tracking_uri,
+        tracking.experiment_name,
+        sweep_id=tracking.sweep_id,
+        trial_id=trial.trial_id,
+        method=trial.method,
+        params=trial.flat_params(),
+        parent_run_id=tracking.parent_run_id,
+        retry_budget_s=tracking.retry_budget_s,
+    )
+
+
+def measured_epsilon(trial: TrialConfig) -> float:
+    return float(trial.value("epsilon"))
+
+
+def _unit_dir() -> Path:
+    return Path(tune.get_context().get_trial_dir())
+
+
+def _count_attempt(unit_dir: Path, resumed: int) -> int:
+    """This start's number: one more than the folder's count, or than the checkpoint's
+    (a unit retried on another node, or restored by a new driver, has a new folder)."""
+    path = unit_dir / ATTEMPTS_FILE
+    try:
+        counted = int(path.read_text()) if path.exists() else 0
+    except ValueError:
+        counted = 0
+    attempt = max(counted, resumed) + 1
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(attempt))
+    return attempt
+
+
+class _Unit:
+    """One start of a unit: its members' loggers and outcomes, and how it reports."""
+
+    def __init__(self, trials: Sequence[TrialConfig], tracking: TrackingSettings) -> None:
+        self.trials = list(trials)
+        self.unit_dir = _unit_dir()
+        self.loggers = {t.trial_id: trial_logger(t, tracking) for t in trials}
+        self.epsilon = {t.trial_id: measured_epsilon(t) for t in trials}
+        self.every = trials[0].logging.per_sample_every
+        self.plots = trials[0].logging.plots
+        self.outcomes: dict[str, MemberOutcome] = {}
+        self.attempt = 1
+
+    def _running(self, trial_id: str, metrics: dict[str, float] | None = None) -> MemberOutcome:
+        last = self.outcomes.get(trial_id)
+        return MemberOutcome(
+            trial_id,
+            TrialState.RUNNING,
+            metrics if metrics is not None else (last.metrics if last else {}),
+            mlflow_run_id=self.loggers[trial_id].run_id,
+            attempt=self.attempt,
+        )
+
+    def _finish(
+        self, trial_id: str, status: TrialState, metrics: dict[str, float], error: str | None
+    ) -> None:
+        logger = self.loggers[trial_id]
+        logger.set_status_tag(status, error)
+        summary = logger.finish("FINISHED" if status == TrialState.SUCCEEDED else "FAILED")
+        self.outcomes[trial_id] = MemberOutcome(
+            trial_id, status, metrics, error, logger.run_id, summary.message, self.attempt
+        )
+
+    def _ended(self, trial_id: str) -> bool:
+        return trial_id in self.outcomes and self.outcomes[trial_id].ended
+
+    def _diverged(self, found: dict[str, Diverged]) -> None:
+        for trial_id, exc in found.items():
+            if not self._ended(trial_id):
+                # No metrics: its last evaluation is not what it ended with.
+                self._finish(trial_id, TrialState.DIVERGED, {}, str(exc))
+
+    def _report(self, epoch: int | None, checkpoint: UnitCheckpoint | None) -> None:
+        report: dict[str, Any] = encode(self.outcomes)
+        if epoch is not None:
+            report["epoch"] = epoch
+        if checkpoint is None:
+            tune.report(report)
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            unit_checkpoint.save(Path(directory), checkpoint)
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    def _checkpoint(
+        self, state: dict[str, Any], finals: dict[str, FinalArrays] | None = None
+    ) -> UnitCheckpoint:
+        unsent = {
+            trial_id: logger.unsent_metrics()
+            for trial_id, logger in self.loggers.items()
+            if not self._ended(trial_id)
+        }
+        return UnitCheckpoint(state, unsent, self.attempt, finals or {})
+
+    def run(self) -> None:
+        for trial_id, logger in self.loggers.items():
+            done = logger.completed()
+            if done is not None:  # finished before a restart that Tune had not recorded
+                self.outcomes[trial_id] = MemberOutcome(
+                    trial_id, done.status, done.metrics, done.error, logger.run_id
+                )
+        todo = [t for t in self.trials if t.trial_id not in self.outcomes]
+        if not todo:
+            self._report(None, None)
+            return
+        ids = [t.trial_id for t in todo]
+        checkpoint = tune.get_checkpoint()
+        resume: UnitCheckpoint | None = None
+        if checkpoint is not None:
+            with checkpoint.as_directory() as directory:
+                resume = unit_checkpoint.load(Path(directory), ids)
+        self.attempt = _count_attempt(self.unit_dir, resume.attempt if resume else 0)
+        for trial_id in ids:
+            self.loggers[trial_id].start()
+            if resume is not None and trial_id in resume.unsent:
+                self.loggers[trial_id].restore_unsent(resume.unsent[trial_id])
+            self.outcomes[trial_id] = self._running(trial_id)
+        final_state: dict[str, Any] = {}
+        trainer: list[UnitTrainer] = []  # the last report's, for the hardest samples' images
+
+        def reporter(report: UnitEvalReport) -> None:
+            self._diverged(report.diverged)
+            for trial_id, metrics in report.metrics.items():
+                logger = self.loggers[trial_id]
+                logger.log_metrics(report.epoch, metrics)
+                if report.is_last or report.epoch % self.every == 0:
+                    logger.log_per_sample(
+                        report.epoch, report.per_sample(trial_id), epsilon=self.epsilon[trial_id]
+                    )
+                self.outcomes[trial_id] = self._running(trial_id, metrics)
+            crash_point(AFTER_LOG, report.epoch, self.unit_dir)
+            if report.is_last:
+                final_state.update(report.state_dict())  # saved below, with the outcomes
+                trainer[:] = [report.trainer]
+            else:
+                self._report(report.epoch, self._checkpoint(report.state_dict()))
+
+        result = fit_unit(todo, reporter=reporter, resume=resume.state if resume else None)
+        self._diverged(result.diverged)
+        finals: dict[str, FinalArrays] = {}
+        for trial_id, trial_result in result.results.items():
+            finals[trial_id] = FinalArrays(trial_result.per_sample, trial_result.multipliers)
+            figures = self.plots == "all"
+            hardest = (
+                hardest_samples(trainer[0].task, trainer[0].data.train.x, trial_result.per_sample)
+                if figures and trainer
+                else None
+            )
+            self.loggers[trial_id].log_final(
+                trial_result.per_sample,
+                epsilon=self.epsilon[trial_id],
+                multipliers=trial_result.multipliers,
+                hardest=hardest,
+                figures=figures,
+            )
+            self._finish(trial_id, TrialState.SUCCEEDED, trial_result.final, None)
+        if final_state:
+            self._report(None, self._checkpoint(final_state, finals))
+        else:  # every member diverged before an evaluation: nothing new to resume from
+            self._report(None, None)
+
+
+def run_unit(
+    config: dict[str, Any],
+    *,
+    trials: dict[str, dict[str, Any]],
+    units: dict[str, list[str]],
+    tracking: TrackingSettings,
+    registrations: Registrations | None = None,
+    environment: WorkerEnvironment | None = None,
+) -> None:
+    """Tune entry point: ``config["trial_id"]`` names a unit (``units``: its trial ids; a
+    trial id that names no unit is a unit of itself). The driver's ``environment`` and
+    in-process ``registrations`` are applied first: the trials' configs name them."""
+    if environment is not None:
+        environment.apply()
+    if registrations is not None:
+        registrations.apply()
+    set_torch_threads()
+    members = units.get(config["trial_id"], [config["trial_id"]])
+    _Unit([TrialConfig.model_validate(trials[m]) for m in members], tracking).run()
+
+
+__all__ = ["run_unit"]
