@@ -12,8 +12,8 @@ cores instead would surprise whoever gave it.
 A runtime of this machine that the driver joins started its worker processes with its own
 environment, not the driver's: the driver hands its environment to them as its job's
 ``runtime_env`` (``env_vars``), so a trial sees what it saw in a runtime the driver started
-itself (the spec's ``runtime.env_vars``, the MLflow settings). A remote cluster's job has
-its ``runtime_env`` from whoever submitted it.
+itself (the spec's ``runtime.env_vars``, the MLflow settings). A Ray job's driver, and one
+on a remote cluster, has its ``runtime_env`` from whoever submitted it.
 
 Whatever the runtime, each sweep gets its own Tune experiment and Ray job: joining a runtime
 shares processes and start-up, not Tune state.
@@ -41,6 +41,9 @@ ADDRESS_ENV = "DUALTUNE_RAY_ADDRESS"
 """The Ray runtime a driver joins (``host:port`` of its GCS, or ``ray://host:10001``)."""
 NUM_CPUS_ENV = "DUALTUNE_NUM_CPUS"
 """The CPUs of a runtime the driver starts itself (default: this machine's)."""
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+"""Set by Ray for a driver that runs as a Ray job: the job's ``runtime_env`` is its
+submitter's (the ``ray`` launcher's), and one of the driver's own would be merged into it."""
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 CONNECT_PROBE_S = 2.0
 NOT_FOR_WORKERS = ("RAY_", "DUALTUNE_WORKER_TOKEN")
@@ -113,7 +116,7 @@ def connect_ray(address: str | None = None) -> None:
             return
         raise ConnectionError(f"no Ray runtime answers at {target}")
     log.info("joining the Ray runtime at %s", target)
-    if where is not None and where[0] in LOCAL_HOSTS:
+    if where is not None and where[0] in LOCAL_HOSTS and RAY_JOB_ENV not in os.environ:
         ray.init(address=target, log_to_driver=False, runtime_env={"env_vars": job_env()})
     else:
         ray.init(address=target, log_to_driver=False)
