@@ -7,10 +7,11 @@ each member's logger is built on the process's MLflow client, asked whether its 
 already complete, started, given every evaluation's metrics, the per-sample tables at the
 last evaluation (``per_sample_every`` = 5), its final artifacts (``log_final``, figures only
 where ``--figures``) and its status, then finished. Each call is timed on the calling
-thread, which is the training thread in a pack: what a packed trial's wall time pays. The
+thread, which is the training thread in a pack: what a packed trial's wall time pays
+(``wall_s`` is the whole run less the simulated training, ``--train-s`` per epoch). The
 store is checked afterwards: every member's metrics at every step, once.
 
-    python -m bench.trial_tracking [--members 27] [--epochs 5] [--figures]
+    python -m bench.trial_tracking [--members 27] [--epochs 5] [--figures] [--train-s 0.25]
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--members", type=int, default=27)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--figures", action="store_true", help="logging.plots: all")
+    parser.add_argument(
+        "--train-s",
+        type=float,
+        default=0.0,
+        help="seconds each epoch trains (a sleep: training that leaves the GIL free, as "
+        "torch's kernels do); 0 puts every send at the end, the worst case",
+    )
     args = parser.parse_args(argv)
 
     from mlflow.tracking import MlflowClient
@@ -97,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             final_kw["figures"] = args.figures
         per_sample = _per_sample(rng)
         for epoch in range(1, args.epochs + 1):
+            time.sleep(args.train_s)
             for logger in loggers:
                 metrics = {n: float(rng.random()) for n in names}
                 metrics["epoch"] = float(epoch)
@@ -108,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             timed("log_final", logger.log_final, per_sample, epsilon=0.1, **final_kw)
             timed("set_status_tag", logger.set_status_tag, _succeeded())
             summaries.append(timed("finish", logger.finish, "FINISHED"))
-        wall = time.perf_counter() - wall
+        wall = time.perf_counter() - wall - args.epochs * args.train_s
 
         assert all(s.ok for s in summaries), [s.message for s in summaries if not s.ok]
         for logger in loggers:
@@ -119,6 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "members": args.members,
         "epochs": args.epochs,
         "figures": args.figures,
+        "train_s_per_epoch": args.train_s,
         "flush_s": os.environ.get("DUALTUNE_MLFLOW_FLUSH_S", "default"),
         "training_thread_s": round(sum(times.values()), 3),
         "wall_s": round(wall, 3),

@@ -1,4 +1,7 @@
-"""A sweep on real Ray Tune lands in real MLflow exactly as ARCHITECTURE §3.5 lays out."""
+"""A sweep on real Ray Tune lands in real MLflow exactly as ARCHITECTURE §3.5 lays out: a
+parent run, a readably named child run per trial with every metric once per epoch, and the
+figures where someone will open them (``logging.plots: best``, the default: each method's
+best trial)."""
 
 import json
 from pathlib import Path
@@ -12,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from dualtune import core
 from dualtune.worker.driver import run_sweep
+from dualtune.worker.tracking.run_names import child_run_name
 
 from .conftest import small_spec
 
@@ -66,6 +70,20 @@ def test_grid_sweep_makes_one_parent_and_a_child_per_trial(
     assert len(children) == 3 * 2 * 2 + 1
     assert sum(c.data.tags["dualtune.method"] == "erm" for c in children) == 1
 
+    report = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=result.parent_run_id,
+                artifact_path="report.json",
+                dst_path=str(tmp_path / "dl"),
+                tracking_uri=tracking_uri,
+            )
+        ).read_text()
+    )
+    assert [m["method"] for m in report["methods"]] == ["erm", "rfl"]
+    assert all(m["best"] is not None for m in report["methods"])
+    best = {m["best"]["trial_id"] for m in report["methods"]}
+
     trials = {t.trial_id: t for t in spec.trials()}
     for child in children:
         tags = child.data.tags
@@ -73,6 +91,7 @@ def test_grid_sweep_makes_one_parent_and_a_child_per_trial(
         assert tags["dualtune.sweep_id"] == "grid-3x2x2"
         trial = trials[tags["dualtune.trial_id"]]
         assert tags["dualtune.method"] == trial.method
+        assert child.info.run_name == child_run_name(trial.method, trial.params)
         assert child.data.params == trial.flat_params()
         assert child.info.status == "FINISHED"
         for name in CONTRACT:
@@ -86,7 +105,8 @@ def test_grid_sweep_makes_one_parent_and_a_child_per_trial(
             "per_sample/hardest.csv",
         } <= artifacts
         plots = {a.path for a in client.list_artifacts(child.info.run_id, "plots")}
-        assert plots == {"plots/loss_cdf.png", "plots/multipliers.png"}
+        drawn = {"plots/loss_cdf.png", "plots/multipliers.png"}  # no images: no hardest.png
+        assert plots == (drawn if trial.trial_id in best else set()), trial.trial_id
 
     # The parquet's multiplier column is the trial's final multipliers: re-run one trial
     # in this process (training is deterministic on CPU) and compare.
@@ -103,8 +123,13 @@ def test_grid_sweep_makes_one_parent_and_a_child_per_trial(
     assert list(frame.columns[:4]) == ["index", "loss", "multiplier", "label"]
     assert np.allclose(frame["multiplier"].to_numpy(), local.multipliers, atol=1e-6)
     assert np.allclose(frame["loss"].to_numpy(), local.per_sample["train_loss"], atol=1e-5)
+    best_rfl = next(
+        c
+        for c in children
+        if c.data.tags["dualtune.method"] == "rfl" and c.data.tags["dualtune.trial_id"] in best
+    )
     png = mlflow.artifacts.download_artifacts(
-        run_id=rfl.info.run_id,
+        run_id=best_rfl.info.run_id,
         artifact_path="plots/loss_cdf.png",
         dst_path=str(tmp_path / "dl"),
         tracking_uri=tracking_uri,
@@ -116,15 +141,3 @@ def test_grid_sweep_makes_one_parent_and_a_child_per_trial(
     assert {a.path for a in client.list_artifacts(result.parent_run_id, "plots")} == {
         "plots/compare_loss_cdf.png"
     }
-    report = json.loads(
-        Path(
-            mlflow.artifacts.download_artifacts(
-                run_id=result.parent_run_id,
-                artifact_path="report.json",
-                dst_path=str(tmp_path / "dl"),
-                tracking_uri=tracking_uri,
-            )
-        ).read_text()
-    )
-    assert [m["method"] for m in report["methods"]] == ["erm", "rfl"]
-    assert all(m["best"] is not None for m in report["methods"])
