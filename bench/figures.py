@@ -21,7 +21,7 @@ def p3(r: dict[str, Any], path: Path) -> None:
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.3, 0.7]})
     runs = {
         "one process\n(core.fit)": r["one_process_s"],
-        "one process\n(fit_pack)": r["one_process_packed_s"],
+        "one process\n(fit_unit)": r["one_process_packed_s"],
         "plain Tune": r["plain_tune"]["wall_s"],
         "dualtune\npack: off": r["unpacked"]["wall_s"],
         "dualtune\npack: auto": r["packed"]["wall_s"],
@@ -48,10 +48,50 @@ def _stacked(ax: Axes, timeline: dict[str, float], inside: dict[str, float]) -> 
         color = f"C{(i + len(timeline)) % 10}"
         ax.bar(1, seconds, bottom=bottom, color=color, label=f"trial: {label}")
         bottom += seconds
-    ax.set_xticks([0, 1], ["Tuner.fit\n(critical path)", "the trial\n(run_pack)"])
+    ax.set_xticks([0, 1], ["Tuner.fit\n(critical path)", "the trial\n(run_unit)"])
     ax.set_ylabel("s")
     ax.set_title("packed sweep, instrumented")
     ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+
+
+def p6(r: dict[str, Any], path: Path) -> None:
+    fig = Figure(figsize=(13, 4.4))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 0.9]})
+    joined = r.get("cli_joined", {})
+    runs = {
+        "dualtune run": r["cli"]["wall_s"],
+        **({"dualtune run\n(joins Ray)": joined["wall_s"]} if "wall_s" in joined else {}),
+        "one pack\n(fit_unit)": r["one_pack_s"],
+        "for-loop of fit\n(script)": r["loop_script_s"],
+        "for-loop of fit\n(in process)": r["loop_in_process_s"],
+    }
+    colors = (
+        ["C0", "C2", "#999", "C1", "#bbb"] if "wall_s" in joined else ["C0", "#999", "C1", "#bbb"]
+    )
+    bars = left.bar(list(runs), list(runs.values()), color=colors)
+    left.bar_label(bars, fmt="%.1f")
+    left.set_ylabel("wall time (s)")
+    left.set_title(
+        f"{r['trials']} trials × {r['epochs']} epochs, {r['cpus']} CPUs; "
+        f"P6a = {r['P6a']:.2f}, P6b = {r['P6b']:.2f}"
+    )
+    left.tick_params(axis="x", labelsize=8)
+    timelines = {
+        label: run["breakdown"]["timeline"]
+        for label, run in (("own Ray", r["cli_instrumented"]), ("joins Ray", joined))
+        if "timeline" in run.get("breakdown", {})
+    }
+    for x, timeline in enumerate(timelines.values()):
+        bottom = 0.0
+        for i, (stage, seconds) in enumerate(timeline.items()):
+            right.bar(x, seconds, bottom=bottom, color=f"C{i}", label=stage if x == 0 else None)
+            bottom += seconds
+    right.set_xticks(list(range(len(timelines))), [f"dualtune run\n({k})" for k in timelines])
+    right.set_ylabel("s")
+    right.set_title("dualtune run, timed")
+    if timelines:
+        right.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    _save(fig, path)
 
 
 def p1p2(r: dict[str, Any], path: Path) -> None:
@@ -128,6 +168,8 @@ def draw(results: dict[str, Any], directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     if "p3" in results:
         p3(results["p3"], directory / "p3.png")
+    if "p6" in results:
+        p6(results["p6"], directory / "p6.png")
     if "p1p2" in results:
         p1p2(results["p1p2"], directory / "p1p2.png")
     if "scaling_k" in results:

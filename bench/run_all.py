@@ -1,12 +1,15 @@
 """``make bench``: run every benchmark and write ``docs/benchmarks.md`` with its figures
 (``docs/benchmarks/*.png``) and raw numbers (``docs/benchmarks/results.json``).
 
-    python -m bench.run_all                 # everything (P1/P2, P3, scaling, memory, P5, P4)
-    python -m bench.run_all --skip p4       # the P4 section already in the document stays
-                                            # (other skipped parts are left out)
+    python -m bench.run_all                 # everything (P1/P2, P3, P6, scaling, memory,
+                                            # P5, P4)
+    python -m bench.run_all --only p6,p3,p1 # just these (p1 = p1p2)
+    python -m bench.run_all --skip p4       # all but these
     python -m bench.run_all --render-only   # re-render from docs/benchmarks/results.json
 
-Every verdict is computed from the numbers of the run it reports.
+A part not run keeps its numbers from the previous run (``results.json``; the P4 section
+from the document) and the document says which run they come from. Every verdict is
+computed from the numbers of the run it reports.
 """
 
 from __future__ import annotations
@@ -24,8 +27,19 @@ from bench import figures, machine
 OUT = Path("docs/benchmarks.md")
 FIGURES = Path("docs/benchmarks")
 RESULTS = FIGURES / "results.json"
-PARTS = ("p1p2", "scaling", "memory", "p5", "p3", "p4")
+PARTS = ("p1p2", "scaling", "memory", "p5", "p3", "p6", "p4")
+ALIASES = {"p1": "p1p2", "p2": "p1p2"}
+RESULT_KEYS = {
+    "p1p2": ("p1p2",),
+    "scaling": ("scaling_k", "scaling_n"),
+    "memory": ("memory",),
+    "p5": ("p5",),
+    "p3": ("p3",),
+    "p6": ("p6",),
+}
+"""The keys of ``results.json`` each part writes (P4 writes its section's text)."""
 P4_HEADING = "## P4:"
+NO_GPU = "no GPU was lent to this task; P1 and P3 on GPU not measured"
 
 
 def _met(ok: bool, target: str) -> str:
@@ -88,7 +102,7 @@ def _p3(r: dict[str, Any]) -> list[str]:
     ratio, target = r["packed_over_plain"], r["target"]
     rows = [
         ("the 27 trials one after another in one process (`core.fit`)", r["one_process_s"]),
-        ("the 27 trials as one pack in one process (`fit_pack`)", r["one_process_packed_s"]),
+        ("the 27 trials as one pack in one process (`fit_unit`)", r["one_process_packed_s"]),
         (
             "plain Ray Tune, one bare trial per config (`core.fit`; no tracking, no checkpoints)",
             r["plain_tune"]["wall_s"],
@@ -139,7 +153,7 @@ def _p3(r: dict[str, Any]) -> list[str]:
         "|---|---|",
         *(f"| {k} | {v:.2f} |" for k, v in b["timeline"].items()),
         "",
-        "Inside that trial (`run_pack`), by kind:",
+        "Inside that trial (`run_unit`), by kind:",
         "",
         "| kind | s |",
         "|---|---|",
@@ -159,6 +173,14 @@ def _p3(r: dict[str, Any]) -> list[str]:
         *(f"| {k} | {v:.2f} |" for k, v in b["all_units_pieces"].items() if v >= 0.005),
         "",
     ]
+    lines += _tracking_share(b, r.get("tracking_target", 0.10), r.get("timers_missing", []))
+    if not b["timeline"]:
+        return [
+            *lines,
+            "* The timers recorded no Tune trial's function: the names `bench/timers.py` "
+            "wraps are out of date.",
+            "",
+        ]
     stage, seconds = max(b["timeline"].items(), key=lambda kv: kv[1])
     kind, kind_s = max(b["critical_categories"].items(), key=lambda kv: kv[1])
     epochs = b["all_units_pieces"].get("train: epochs", 0.0)
@@ -166,9 +188,174 @@ def _p3(r: dict[str, Any]) -> list[str]:
         f"* Largest stage on the critical path: {stage} ({seconds:.1f} s of "
         f"{b['fit_s']:.1f} s); inside the trial, {kind} ({kind_s:.1f} s of "
         f"{sum(b['critical_categories'].values()):.1f} s). The training epochs themselves "
-        f"take {epochs:.2f} s summed over both packs.",
+        f"take {epochs:.2f} s summed over the {len(b['units'])} units.",
         "",
     ]
+    return lines
+
+
+def _p6(r: dict[str, Any]) -> list[str]:
+    cli, timed, joined = r["cli"], r["cli_instrumented"], r.get("cli_joined", {})
+    rows = [
+        ("(a) `dualtune run SPEC`", cli["wall_s"]),
+        ("(a) `dualtune run SPEC`, every process timing its pieces", timed["wall_s"]),
+    ]
+    if "wall_s" in joined:
+        rows.append(
+            (
+                "(a) `dualtune run SPEC` joining a Ray runtime already running here "
+                f"(`ray start --head`, up in {joined['head_start_s']:.1f} s, not counted; "
+                "timed like the row above)",
+                joined["wall_s"],
+            )
+        )
+    rows += [
+        ("(b) the trials as one pack in one process (`fit_unit`)", r["one_pack_s"]),
+        ("(c) a plain for-loop of `fit` over the trials, as a script", r["loop_script_s"]),
+        ("the same loop inside this process (one torch thread)", r["loop_in_process_s"]),
+    ]
+    p6a, p6b = r["P6a"], r["P6b"]
+    lines = [
+        "## P6: `dualtune run` against the same grid in one process",
+        "",
+        f"`{r['spec']}`: the P3 grid ({r['trials']} FL trials on sklearn digits, MLP [64], "
+        f"batch 64, SGD momentum 0.9) at {r['epochs']} epochs, `pack` and `logging` at "
+        f"their defaults, on {r['cpus']} CPUs (`bench/sweep_overhead.py`). (a) is "
+        "`dualtune run` in a new process as a user runs it: tracking on into a fresh MLflow "
+        "SQLite store (made before the clock starts, in "
+        f"{cli['store_setup_s']:.1f} s), Tune's storage in a fresh `DUALTUNE_DATA_DIR`, "
+        "no Ray address given (the driver starts a Ray runtime of its own). (c) is "
+        "`for trial in load_spec(path).trials(): fit(trial)` in `python -c`, imports "
+        "included, torch's default threads. (b) and the in-process loop run after a warm-up "
+        "(data loaded, a one-epoch unit trained), with one torch thread, as a unit does.",
+        "",
+        "| run | wall time (s) |",
+        "|---|---|",
+        *(f"| {label} | {seconds:.1f} |" for label, seconds in rows),
+        "",
+        f"**P6a = (a) ÷ (b) = {p6a:.2f}** — {_met(p6a <= r['target_pack'], '≤ 2.0')}. "
+        f"**P6b = (a) ÷ (c) = {p6b:.2f}** — {_met(p6b <= r['target_loop'], '≤ 0.5')}. "
+        f"(a) ÷ the loop inside one process = {r['cli_over_loop_in_process']:.2f}.",
+        "",
+    ]
+    if "P6a_joined" in r:
+        lines += [
+            f"* Joining a running Ray runtime: P6a = {r['P6a_joined']:.2f} — "
+            f"{_met(r['P6a_joined'] <= r['target_pack'], '≤ 2.0')}; P6b = "
+            f"{r['P6b_joined']:.2f} — {_met(r['P6b_joined'] <= r['target_loop'], '≤ 0.5')}.",
+        ]
+    for key in ("note", "error"):
+        if key in joined:
+            lines.append(f"* The run that joins a running Ray runtime: {joined[key]}.")
+    logged = cli["logged"]
+    lines += [
+        f"* The store after (a): {logged['runs']} MLflow runs, {logged['runs_with_metrics']} "
+        "with metrics.",
+        "",
+        "![P6 wall times and the breakdown of `dualtune run`](benchmarks/p6.png)",
+        "",
+    ]
+    return lines + _p6_breakdown(timed, joined)
+
+
+def _columns(columns: dict[str, dict[str, float]], first: str = "stage") -> list[str]:
+    """A table of seconds: one row per key (in first-seen order), one column per run."""
+    names = list(columns)
+    keys = list(dict.fromkeys(k for c in columns.values() for k in c))
+    return [
+        "| " + " | ".join([first, *(f"{n} (s)" for n in names)]) + " |",
+        "|" + "---|" * (len(names) + 1),
+        *(
+            "| " + " | ".join([k, *(f"{columns[n].get(k, 0.0):.2f}" for n in names)]) + " |"
+            for k in keys
+        ),
+    ]
+
+
+def _p6_breakdown(timed: dict[str, Any], joined: dict[str, Any]) -> list[str]:
+    heading = ["### Where `dualtune run`'s time goes", ""]
+    found = {
+        "own Ray runtime": timed.get("breakdown", {}),
+        "joining a running one": joined.get("breakdown", {}),
+    }
+    runs = {n: b for n, b in found.items() if "timeline" in b}
+    if not runs:
+        error = timed.get("breakdown", {}).get("error", "no timings")
+        return [*heading, f"Not measured: {error}.", ""]
+    own = runs.get("own Ray runtime", next(iter(runs.values())))
+    imports = ", ".join(f"{k} {v:.1f} s" for k, v in own["driver_imports"].items())
+    lines = [
+        *heading,
+        "The timed runs of (a): a `sitecustomize` (`bench/process_timers.py`) in every "
+        "process the run starts (the CLI, the driver it spawns, Ray's workers) records its "
+        "start and exit, the driver's pieces, and the workers' pieces as in P3. Wall time "
+        + ", ".join(f"{b['wall_s']:.1f} s ({n})" for n, b in runs.items())
+        + ".",
+        "",
+        *_columns({n: b["timeline"] for n, b in runs.items()}),
+        "",
+        f"The driver's first imports before `run_sweep`, each without the others: {imports}.",
+        "",
+        "Inside `run_sweep`:",
+        "",
+        *_columns({n: b["run_sweep"] for n, b in runs.items()}, "piece"),
+        "",
+    ]
+    tunes = {n: b["tune"] for n, b in runs.items() if b["tune"].get("timeline")}
+    if tunes:
+        lines += [
+            "Inside `Tuner.fit`, the unit that finished last (the critical path), from "
+            "`Tuner.fit`'s start:",
+            "",
+            *_columns({n: t["timeline"] for n, t in tunes.items()}),
+            "",
+            "Inside that unit, by kind:",
+            "",
+            *_columns({n: t["critical_categories"] for n, t in tunes.items()}, "kind"),
+            "",
+        ]
+    for n, t in tunes.items():
+        if t.get("tracking_share") is not None:
+            lines.append(
+                f"* Tracking, {n}: {100 * t['tracking_share']:.1f} % of that unit's wall "
+                f"time ({t['tracking_s']:.2f} s of {t['trial_s']:.2f} s)."
+            )
+    lines += [
+        f"* `ray.init`, {n}: {', '.join(b['ray_init']) or 'not called'}." for n, b in runs.items()
+    ]
+    missing = sorted(set(timed.get("timers_missing", [])) | set(joined.get("timers_missing", [])))
+    if missing:
+        lines.append(
+            "* Not timed (wrapped by `bench/timers.py`, gone from the code): "
+            + ", ".join(f"`{m}`" for m in missing)
+            + "."
+        )
+    return [*lines, ""]
+
+
+def _tracking_share(b: dict[str, Any], target: float, missing: list[str]) -> list[str]:
+    """The line on tracking's share of the critical trial's wall time."""
+    share = b.get("tracking_share")
+    lines = []
+    if share is None:
+        lines.append(
+            "* Tracking's share of the packed trial's wall time: **not measured** — the "
+            "timers recorded no MLflow logger call in that trial (the names `bench/timers.py` "
+            "wraps are out of date)."
+        )
+    else:
+        lines.append(
+            f"* **Tracking = {100 * share:.1f} % of the packed trial's wall time** "
+            f"({b['tracking_s']:.2f} s of {b['trial_s']:.2f} s in the trial that finished "
+            f"last: the MLflow logger's calls on its thread, their imports apart) — "
+            f"{_met(share <= target, f'≤ {100 * target:.0f} %')}."
+        )
+    if missing:
+        lines.append(
+            "* Not timed (wrapped by `bench/timers.py`, gone from the code): "
+            + ", ".join(f"`{m}`" for m in missing)
+            + "."
+        )
     return lines
 
 
@@ -307,6 +494,18 @@ def _existing_p4() -> str:
     return text[at:].rstrip() + "\n" if at >= 0 else ""
 
 
+def _gpu_note(meta: dict[str, Any]) -> list[str]:
+    return [] if meta.get("gpu") else [f"* GPU: {NO_GPU}.", ""]
+
+
+def _kept_note(meta: dict[str, Any]) -> list[str]:
+    kept = meta.get("kept") or {}
+    if not kept:
+        return []
+    parts = "; ".join(f"{part} from the run of {when}" for part, when in sorted(kept.items()))
+    return [f"Not re-run in this run, kept from an earlier one: {parts}.", ""]
+
+
 def render(results: dict[str, Any], p4_text: str) -> str:
     meta = results["meta"]
     text = [
@@ -317,11 +516,14 @@ def render(results: dict[str, Any], p4_text: str) -> str:
         "run; other work shared this machine's cores, so absolute times vary between runs. "
         "Raw numbers: `docs/benchmarks/results.json`.",
         "",
+        *_kept_note(meta),
     ]
+    if "p6" in results:
+        text += _p6(results["p6"])
     if "p3" in results:
-        text += _p3(results["p3"])
+        text += _p3(results["p3"]) + _gpu_note(meta)
     if "p1p2" in results:
-        text += _p1p2(results["p1p2"])
+        text += _p1p2(results["p1p2"]) + _gpu_note(meta)
     if "scaling_k" in results:
         text += _scaling(results["scaling_k"], results["scaling_n"])
     if "memory" in results:
@@ -331,45 +533,77 @@ def render(results: dict[str, Any], p4_text: str) -> str:
     return "\n".join(text) + "\n" + p4_text
 
 
+def _parts(parser: argparse.ArgumentParser, spec: str) -> set[str]:
+    names = {ALIASES.get(s.strip(), s.strip()) for s in spec.split(",") if s.strip()}
+    if names - set(PARTS):
+        parser.error(f"unknown parts {sorted(names - set(PARTS))}; parts: {', '.join(PARTS)}")
+    return names
+
+
+def _previous() -> dict[str, Any]:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+
+
+def _keep(results: dict[str, Any], previous: dict[str, Any], run: set[str]) -> dict[str, str]:
+    """Copy the parts not run from ``previous`` into ``results``; returns part → the run
+    they come from."""
+    meta = previous.get("meta", {})
+    kept: dict[str, str] = {}
+    for part, keys in RESULT_KEYS.items():
+        if part in run or not all(k in previous for k in keys):
+            continue
+        for k in keys:
+            results[k] = previous[k]
+        kept[part] = (meta.get("kept") or {}).get(part) or meta.get("started", "unknown")
+    return kept
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--skip", default="", help=f"comma-separated parts of {PARTS}")
+    choose = parser.add_mutually_exclusive_group()
+    choose.add_argument("--only", default="", help=f"comma-separated parts of {PARTS} to run")
+    choose.add_argument("--skip", default="", help=f"comma-separated parts of {PARTS} to skip")
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args(argv)
-    skip = {s for s in args.skip.split(",") if s}
-    if skip - set(PARTS):
-        parser.error(f"unknown parts {sorted(skip - set(PARTS))}; parts: {', '.join(PARTS)}")
+    run = _parts(parser, args.only) if args.only else set(PARTS) - _parts(parser, args.skip)
     if args.render_only:
         saved: dict[str, Any] = json.loads(RESULTS.read_text())
         OUT.write_text(render(saved, _existing_p4()))
         figures.draw(saved, FIGURES)
         print(f"wrote {OUT}")
         return
-    from bench import packing, per_sample_logging, service_load, step_overhead
+    import torch
+
+    from bench import packing, per_sample_logging, service_load, step_overhead, sweep_overhead
 
     p4_text = _existing_p4()
     started = dt.datetime.now(dt.UTC)
     results: dict[str, Any] = {}
-    if "p1p2" not in skip:
+    if "p1p2" in run:
         results["p1p2"] = step_overhead.main([])
-    if "scaling" not in skip:
+    if "scaling" in run:
         results["scaling_k"] = packing.scaling_k()
         results["scaling_n"] = packing.scaling_n()
-    if "memory" not in skip:
+    if "memory" in run:
         results["memory"] = packing.memory()
-    if "p5" not in skip:
+    if "p5" in run:
         results["p5"] = per_sample_logging.main([])
-    if "p3" not in skip:
+    if "p3" in run:
         results["p3"] = packing.p3()
-    if "p4" not in skip:
+    if "p6" in run:
+        results["p6"] = sweep_overhead.main([])
+    if "p4" in run:
         load = service_load.main([])
         p4_text = "\n".join(service_load.render(load)) + "\n"
     finished = dt.datetime.now(dt.UTC)
+    kept = _keep(results, _previous(), run)
     results["meta"] = {
         "machine": machine.describe(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "started": started.strftime("%Y-%m-%d %H:%M"),
         "finished": finished.strftime("%H:%M UTC"),
         "command": shlex.join(["python", "-m", "bench.run_all", *(argv or sys.argv[1:])]),
+        "kept": kept,
     }
     FIGURES.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1, default=str) + "\n")
