@@ -72,11 +72,14 @@ def kill_trials_after_checkpoint(
 def test_killed_trial_process_resumes_from_checkpoint_with_identical_results(
     local_ray: None, tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Two faults, one after the other: the unit's process exits once between epoch 2's
-    # metrics reaching MLflow and epoch 2's checkpoint (worker.crash_points), and is
-    # SIGKILLed from outside once a checkpoint from the third evaluation on exists.
+    # Two faults, one after the other: the unit's process exits once after epoch 2's
+    # metrics were logged and before epoch 2's checkpoint (worker.crash_points), and is
+    # SIGKILLed from outside once a checkpoint from the third evaluation on exists. Metrics
+    # are flushed only at the end here, so every epoch logged before a fault reaches MLflow
+    # only through the checkpoints' unsent metrics (test_pack_sweep flushes at every
+    # evaluation: there MLflow holds them before the fault).
     monkeypatch.setenv(CRASH_ENV, f"{AFTER_LOG}:2")
-    monkeypatch.setenv("DUALTUNE_MLFLOW_FLUSH_S", "0")
+    monkeypatch.setenv("DUALTUNE_MLFLOW_FLUSH_S", "3600")
     spec = small_spec(
         task={"name": "digits"},
         methods=["rfl"],
