@@ -240,6 +240,11 @@ def _experiment_id(client: MlflowClient, tracking_uri: str, name: str) -> str | 
     return str(experiment.experiment_id)
 
 
+def _forget_experiment(tracking_uri: str, name: str) -> None:
+    with _experiments_lock:
+        _experiments.pop((tracking_uri, name), None)
+
+
 _NOT_SEARCHED = object()
 
 
@@ -436,7 +441,11 @@ class TrialRunLogger:
         }
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
-        run = client.create_run(experiment_id, tags=tags, run_name=self.run_name)
+        try:
+            run = client.create_run(experiment_id, tags=tags, run_name=self.run_name)
+        except Exception:
+            _forget_experiment(self.tracking_uri, self.experiment_name)  # deleted since?
+            raise
         return str(run.info.run_id)
 
     def _find_run(self, client: MlflowClient) -> Run | None:
