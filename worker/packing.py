@@ -5,7 +5,8 @@ keeps every trial on its own, ``pack: N`` caps a pack at N members, and ``pack: 
 sizes packs so that (a) the sweep still fills every concurrent slot of the cluster (two
 packs on a 2-core machine rather than one pack on one core) and (b) a pack's members fit in
 half the memory a slot has: free GPU memory on a GPU worker (measured there by a probe
-task), available RAM per CPU slot otherwise. A unit of one trial runs as an unpacked trial.
+task), available RAM per CPU slot otherwise. Every unit, of one trial or many, runs through
+the one trainable (``worker.unit_trainable``); a unit of one trains with the unpacked trainer.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ PROBE_TIMEOUT_S = 600.0
 
 @dataclass(frozen=True)
 class Unit:
-    """What one Ray trial trains: one trial (``id`` is its trial id) or a pack."""
+    """What one Ray trial trains: one trial (``id`` is its trial id) or a pack of them."""
 
     id: str
     trials: tuple[TrialConfig, ...]

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 import dualtune
 from dualtune.core.catalog import TASKS
-from dualtune.core.engine.fit import fit_pack
+from dualtune.core.engine.fit import fit_unit
 from dualtune.core.spec.metric_names import metric_names_for
 from dualtune.worker.driver import run_sweep
 from tests.service.stack import Stack, final, wait_for
@@ -76,18 +76,17 @@ def test_a_killed_pack_of_plugin_trials_resumes_to_the_uninterrupted_result(
     assert killed, "the pack's process was never seen, so never killed"
     assert [r.outcome.status for r in result.trials] == ["succeeded"] * 2
 
-    uninterrupted = fit_pack(spec.trials())
+    uninterrupted = fit_unit(spec.trials())
     client = MlflowClient(tracking_uri)
     for record in result.trials:
         expected = uninterrupted.results[record.outcome.trial_id].final
         for name, value in expected.items():
             if "/" in name and not name.startswith("time/"):
                 assert record.outcome.metrics[name] == pytest.approx(value, rel=1e-6, abs=1e-6)
-        # Resumed, not restarted: the epochs before the kill were logged once.
+        # Resumed, not restarted, and every epoch logged once: those before the kill, and
+        # one the kill may have caught between its logging and its checkpoint.
         history = client.get_metric_history(record.mlflow_run_id or "", "val/fnr_max")
-        steps = [m.step for m in history]
-        assert steps.count(1) == 1
-        assert set(steps) == set(range(1, 21))
+        assert sorted(m.step for m in history) == list(range(1, 21))
         lambdas = client.get_metric_history(record.mlflow_run_id or "", "dual/lambda_max")
         assert max(m.value for m in lambdas) > 0  # the bound was active at some point
 
