@@ -17,6 +17,7 @@ from dualtune.worker.tracking import log_trial_figures, shared_client
 from dualtune.worker.tracking.resilient import ResilientClient
 
 from .tracking_support import (
+    PARAMS,
     SpyClient,
     logger,
     metrics,
@@ -59,6 +60,8 @@ def test_the_epochs_between_two_flushes_go_out_in_one_log_batch(uri: str) -> Non
     (batch,) = with_metrics
     assert len(batch["metrics"]) == 5 * (3 + 1)  # three metrics and the epoch, each epoch
     assert [t.key for t in batch["tags"]] == ["dualtune.status"]  # sent along
+    assert [p.key for p in batch["params"]] == sorted(PARAMS)  # and the config
+    assert len(spy.batches) == 1
     assert run.run_id is not None
     for key in [*metrics(0), "epoch"]:
         assert steps(uri, run.run_id, key) == [1, 2, 3, 4, 5], key

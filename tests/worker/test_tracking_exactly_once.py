@@ -2,6 +2,7 @@
 epoch and checkpointing it (ISSUE 15, "exactly-once metrics under a crash"): the checkpoint
 keeps the unsent metrics, and a resumed logger skips the steps its run already holds."""
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from dualtune.core.states import TrialState
@@ -11,6 +12,7 @@ from .tracking_support import (
     metrics,
     steps,
     uri_fixture,  # noqa: F401  (the store fixture, `uri`)
+    wait_confirmed,
     wait_for_steps,
 )
 
@@ -18,24 +20,24 @@ NEVER = 3600.0
 """A flush interval no test reaches: metrics stay buffered until ``finish``."""
 
 
+@pytest.mark.parametrize("confirmed", [True, False], ids=["sent", "still-unconfirmed"])
 def test_an_epoch_logged_before_the_crash_is_not_logged_again_after_the_resume(
-    uri: str,
+    uri: str, confirmed: bool
 ) -> None:
     first = logger(uri, flush_s=0)  # flush at every evaluation
     first.start()
-    checkpoints = {}
     for epoch in (1, 2, 3):
         first.log_metrics(epoch, metrics(epoch))
         wait_for_steps(uri, first, list(range(1, epoch + 1)))
-        checkpoints[epoch] = first.unsent_metrics()
     # The crash: the process dies after epoch 3 reached MLflow and before its checkpoint;
-    # the logger is dropped without finish. Epoch 2's checkpoint is the last one saved.
-    assert checkpoints[2] == []  # sent and confirmed before it was saved
+    # the logger is dropped without finish. Epoch 2's checkpoint is the last one saved:
+    # with nothing unsent, or taken before MLflow confirmed epochs 1 and 2.
     del first
+    checkpoint = [] if confirmed else [(e, {**metrics(e), "epoch": float(e)}) for e in (1, 2)]
 
     resumed = logger(uri, flush_s=0)
     resumed.start()
-    resumed.restore_unsent(checkpoints[2])
+    resumed.restore_unsent(checkpoint)
     for epoch in (3, 4):  # epoch 3 trained again from epoch 2's state
         resumed.log_metrics(epoch, metrics(epoch))
     resumed.set_status_tag(TrialState.SUCCEEDED)
@@ -54,6 +56,7 @@ def test_an_epoch_buffered_but_never_sent_is_sent_from_the_checkpoint(uri: str) 
     first.start()
     first.log_metrics(1, metrics(1))
     wait_for_steps(uri, first, [1])
+    wait_confirmed(first)
     first.flush_s = NEVER  # epochs 2 and 3 stay in the buffer: lost with the process
     first.log_metrics(2, metrics(2))
     checkpoint = first.unsent_metrics()

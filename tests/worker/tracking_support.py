@@ -104,3 +104,12 @@ def wait_for_steps(
         if time.monotonic() > deadline:
             raise AssertionError(f"run {run.run_id} never held steps {expected}")
         time.sleep(0.05)
+
+
+def wait_confirmed(run: TrialRunLogger, timeout_s: float = 20) -> None:
+    """Until ``run`` holds no metrics that MLflow has not confirmed."""
+    deadline = time.monotonic() + timeout_s
+    while run.unsent_metrics():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still unsent: {run.unsent_metrics()}")
+        time.sleep(0.02)

@@ -149,6 +149,9 @@ class _Operation:
     params: tuple[Param, ...] = ()
     tags: tuple[RunTag, ...] = ()
     send: Callable[[MlflowClient, str], object] | None = None
+    waits_for_metrics: bool = False
+    """Held back until metrics (or ``finish``) come, to go out in their ``log_batch``: a
+    ``log_batch`` costs MLflow's SQL store several commits however little it holds."""
     files: Future[object] | None = None
     """The files ``send`` uploads, being written on the file thread: the queue waits for
     them, keeping the order, unless the run is being finished."""
@@ -362,6 +365,8 @@ class TrialRunLogger:
                         self._lost += self._queue.popleft().names
                     continue
             ops = self._batch_from_head(head)
+            if not force and all(op.waits_for_metrics for op in ops):
+                break  # sent with the next metrics, in their log_batch
             ok, _ = self._client.call(functools.partial(self._send, ops=ops), budget_s=budget_s)
             if not ok:
                 self._failed_attempt()
@@ -485,13 +490,13 @@ class TrialRunLogger:
     # -- what a trial logs
     def start(self) -> None:
         """Create (or find again) the child run, on the sender thread, and log the flattened
-        trial config."""
+        trial config (with the first metrics)."""
         items = sorted(self.params.items())
         for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
             chunk = tuple(Param(k, v) for k, v in items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
-            self._enqueue(_Operation(("params",), params=chunk))
+            self._enqueue(_Operation(("params",), params=chunk, waits_for_metrics=True))
         if not items:
-            self._kick()  # the run exists from the start, whatever is logged into it
+            self._kick()  # the run is created now, while training goes on
 
     def log_metrics(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Buffer an evaluation's metrics at step = epoch; flushed (one ``log_batch`` for
