@@ -51,6 +51,7 @@ def test_the_epochs_between_two_flushes_go_out_in_one_log_batch(uri: str) -> Non
     run.start()
     for epoch in range(1, 6):
         run.log_metrics(epoch, metrics(epoch))
+    run.log_per_sample(5, _per_sample(), epsilon=0.1)  # an upload between: overtaken
     run.set_status_tag(TrialState.SUCCEEDED)
     summary = run.finish("FINISHED")
 
@@ -62,6 +63,7 @@ def test_the_epochs_between_two_flushes_go_out_in_one_log_batch(uri: str) -> Non
     assert [t.key for t in batch["tags"]] == ["dualtune.status"]  # sent along
     assert [p.key for p in batch["params"]] == sorted(PARAMS)  # and the config
     assert len(spy.batches) == 1
+    assert "per_sample/train_epoch0005.parquet" in _artifacts(uri, run.run_id, "per_sample")
     assert run.run_id is not None
     for key in [*metrics(0), "epoch"]:
         assert steps(uri, run.run_id, key) == [1, 2, 3, 4, 5], key

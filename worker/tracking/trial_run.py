@@ -2,7 +2,8 @@
 survives tracking outages.
 
 Every logging call becomes an operation in the logger's queue; the process's sender thread
-(``background.SENDER``) sends them in order. When one fails (server down, database
+(``background.SENDER``) sends them in order (values may overtake artifact uploads, never
+each other or the run's end). When one fails (server down, database
 locked), it and the ones after it stay queued and training goes on; the queue is tried
 again at a later call, after a backoff. ``finish`` waits for the queue with the full retry
 budget and returns a ``LoggingSummary`` that counts and names every operation that could
@@ -149,6 +150,8 @@ class _Operation:
     params: tuple[Param, ...] = ()
     tags: tuple[RunTag, ...] = ()
     send: Callable[[MlflowClient, str], object] | None = None
+    ends_run: bool = False
+    """The run's end: nothing overtakes it."""
     waits_for_metrics: bool = False
     """Held back until metrics (or ``finish``) come, to go out in their ``log_batch``: a
     ``log_batch`` costs MLflow's SQL store several commits however little it holds."""
@@ -340,9 +343,10 @@ class TrialRunLogger:
 
     # -- the queue (sender thread side)
     def _drain(self, *, force: bool, budget_s: float) -> None:
-        """Send queued operations in order until one fails. Without ``force``, waits out the
-        backoff after a failure, so an outage costs one failed call per backoff, and stops
-        at files not written yet; with it, waits for them."""
+        """Send queued operations in order until one fails (metrics, params and tags may
+        overtake artifact uploads: ``_next_batch``). Without ``force``, waits out the backoff
+        after a failure, so an outage costs one failed call per backoff, and leaves uploads
+        whose files are not written yet for a later drain; with it, waits for them."""
         with self._lock:
             self._scheduled = False
         if not force and time.monotonic() < self._next_try:
@@ -355,38 +359,40 @@ class TrialRunLogger:
                 if not self._queue:
                     break
                 head = self._queue[0]
-            if head.files is not None:
-                if not force and not head.ready():
-                    break  # sent at a later drain, in order
-                error = head.files.exception()  # waits for the files when forced
-                if error is not None:
-                    self._client.last_error = describe_error(error)
-                    with self._lock:
-                        self._lost += self._queue.popleft().names
-                    continue
-            ops = self._batch_from_head(head)
-            if not force and all(op.waits_for_metrics for op in ops):
-                break  # sent with the next metrics, in their log_batch
+            if head.send is not None and (force or head.ready()):
+                if head.files is not None:
+                    error = head.files.exception()  # waits for the files when forced
+                    if error is not None:
+                        self._client.last_error = describe_error(error)
+                        with self._lock:
+                            self._lost += self._queue.popleft().names
+                        continue
+                ops = [head]
+            else:
+                ops = self._next_batch()
+                if not ops or (not force and all(op.waits_for_metrics for op in ops)):
+                    break  # files not written yet, or params waiting for metrics
             ok, _ = self._client.call(functools.partial(self._send, ops=ops), budget_s=budget_s)
             if not ok:
                 self._failed_attempt()
                 return
             with self._lock:
-                for _ in ops:
-                    self._queue.popleft()
+                for op in ops:
+                    self._queue.remove(op)
         self._backoff = 1.0
 
-    def _batch_from_head(self, head: _Operation) -> list[_Operation]:
-        """The head operation, and after it the batch operations that fit one
-        ``log_batch`` with it."""
-        if head.send is not None:
-            return [head]
+    def _next_batch(self) -> list[_Operation]:
+        """The first metrics, params and tags operations in the queue that fit one
+        ``log_batch``, in order. They may overtake artifact uploads (which hold files, not
+        values a batch could depend on), never the end of the run."""
         ops: list[_Operation] = []
         metrics = params = tags = 0
         with self._lock:
             for op in self._queue:
                 if op.send is not None:
-                    break
+                    if op.ends_run:
+                        break
+                    continue
                 m = metrics + sum(len(s.metrics) for s in op.steps)
                 p, t = params + len(op.params), tags + len(op.tags)
                 if ops and (
@@ -607,7 +613,7 @@ class TrialRunLogger:
         def end(client: MlflowClient, run_id: str) -> None:
             client.set_terminated(run_id, status)
 
-        op = _Operation((f"end run {status}",), send=end)
+        op = _Operation((f"end run {status}",), send=end, ends_run=True)
         with self._lock:
             self._queue.append(op)
         self._operations += 1
