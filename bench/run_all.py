@@ -226,7 +226,8 @@ def _p6(r: dict[str, Any]) -> list[str]:
         f"{cli['store_setup_s']:.1f} s), Tune's storage in a fresh `DUALTUNE_DATA_DIR`, "
         "no Ray address given (the driver starts a Ray runtime of its own). (c) is "
         "`for trial in load_spec(path).trials(): fit(trial)` in `python -c`, imports "
-        "included, torch's default threads. (b) and the in-process loop run after a warm-up "
+        "included, one torch thread as each unit has. (b) and the in-process loop run after a "
+        "warm-up "
         "(data loaded, a one-epoch unit trained), with one torch thread, as a unit does.",
         "",
         "| run | wall time (s) |",
@@ -244,9 +245,18 @@ def _p6(r: dict[str, Any]) -> list[str]:
             f"{_met(r['P6a_joined'] <= r['target_pack'], '≤ 2.0')}; P6b = "
             f"{r['P6b_joined']:.2f} — {_met(r['P6b_joined'] <= r['target_loop'], '≤ 0.5')}.",
         ]
-    for key in ("note", "error"):
-        if key in joined:
-            lines.append(f"* The run that joins a running Ray runtime: {joined[key]}.")
+    if "note" in joined:
+        lines.append(f"* The run that joins a running Ray runtime: {joined['note']}.")
+    if "error" in joined:
+        last = [line for line in joined["error"].splitlines() if line.strip()][-1:] or ["?"]
+        lines.append(
+            f"* The run that joins a running Ray runtime failed (its last line: `{last[0]}`; "
+            "the whole error is in `results.json`)."
+        )
+    for label, run in (("(a)", cli), ("(a), timed", timed)):
+        if "failed_attempt" in run:
+            last = run["failed_attempt"].strip().splitlines()[-1:] or ["?"]
+            lines.append(f"* {label} failed once and was run again; the first: `{last[0]}`.")
     logged = cli["logged"]
     lines += [
         f"* The store after (a): {logged['runs']} MLflow runs, {logged['runs_with_metrics']} "
