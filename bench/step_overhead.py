@@ -7,14 +7,19 @@ P2: dualtune's FL step ÷ Cooper's FL step (IndexedMultiplier + AlternatingDualP
 
 Packing off is the step an unpacked trial runs (``Trainer.step`` on ``Trainer._observe``);
 packing on is a pack of ``--pack-size`` members (``PackTrainer``, members differing in lr),
-whose step time is divided by the members: the step time per trial. Both run on the real
+whose step time is divided by the members: the step time per trial. A unit of one (what
+``fit_unit`` trains for one trial, ``unit_trainer``) must be the unpacked trainer: the bench
+checks that it is and times its step as a row of its own (``unit_of_one_over_unpacked`` ≈ 1).
+``--unpacked-only`` skips the packs (the P1 rows alone, quickly). Both run on the real
 tasks (sklearn digits; Fashion-MNIST) with pre-drawn batches, as does Cooper (its own copy
 of the same model, same batches).
 
 Timing: each configuration runs ``--steps`` steps (a pack ``--steps`` ÷ 4: each of its
 steps does K members' work) after a warm-up; the configurations are interleaved over
 ``--repeats`` rounds and the median per-step time is kept, so that drift on a shared
-machine hits them all alike. Ratios are taken within one run.
+machine hits them all alike. Ratios are taken within one run. ``--clock thread`` times the
+CPU time of the (single) training thread instead of wall time: on a machine shared with
+other work the ratios then stop depending on how often the process was descheduled.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from torch.nn import functional as F
 from dualtune.core.engine.constraints import Batch
 from dualtune.core.engine.pack_trainer import PackTrainer
 from dualtune.core.engine.trainer import Trainer, draw_batches
+from dualtune.core.engine.unit import SingleTrainer, unit_trainer
 from dualtune.core.spec import TrialConfig, load_spec
 
 METHODS = ("erm", "fl", "rfl", "alm")
@@ -144,10 +150,26 @@ def theirs(trainer: Trainer, drawn: list[Batch]) -> Callable[[int], None]:
     return run
 
 
+def unit_of_one(trial: TrialConfig) -> Trainer:
+    """The trainer ``fit_unit`` trains a unit of one trial with; it must be the unpacked
+    ``Trainer`` (a pack of one pays the vmapped step's fixed cost)."""
+    unit = unit_trainer([trial])
+    if not isinstance(unit, SingleTrainer) or type(unit.trainer) is not Trainer:
+        raise AssertionError(f"a unit of one trains with {type(unit).__name__}, not Trainer")
+    return unit.trainer
+
+
+CLOCKS: dict[str, Callable[[], float]] = {
+    "wall": time.perf_counter,
+    "thread": time.thread_time,
+}
+
+
 def measure(
     runs: dict[str, tuple[Callable[[int], None], int]],
     repeats: int,
     device: torch.device,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """Median seconds per step of each ``(run, steps)``."""
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -158,12 +180,12 @@ def measure(
         for name, (run, steps) in runs.items():
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            start = clock()
             for i in range(steps):
                 run(i)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            times[name].append((time.perf_counter() - start) / steps)
+            times[name].append((clock() - start) / steps)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -175,16 +197,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--problems", default=",".join(str(i) for i in range(len(PROBLEMS))))
+    parser.add_argument(
+        "--unpacked-only", action="store_true", help="skip the packs: the P1/P2 rows alone"
+    )
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall time, or the training thread's CPU time (CPU and 1 thread only)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.clock == "thread" and (device.type != "cpu" or args.threads != 1):
+        parser.error("--clock thread times one CPU thread: use it with --device cpu --threads 1")
     k = args.pack_size
+    packed = not args.unpacked_only
     out: dict[str, Any] = {
         "device": str(device),
         "threads": args.threads,
         "steps": args.steps,
         "repeats": args.repeats,
-        "pack_size": k,
+        "pack_size": k if packed else None,
+        "clock": args.clock,
         "problems": [],
     }
     for p in (PROBLEMS[int(i)] for i in args.problems.split(",")):
@@ -198,23 +233,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             trainer = Trainer(trials[0])
             drawn = drawn or batches(trainer, p.batch)
             runs[method] = (engine(trainer, drawn), args.steps)
-            pack = PackTrainer(trials)
-            runs[f"pack_{method}"] = (engine(pack, drawn), max(1, args.steps // 4))
+            runs[f"unit_{method}"] = (engine(unit_of_one(trials[0]), drawn), args.steps)
+            if packed:
+                pack = PackTrainer(trials)
+                runs[f"pack_{method}"] = (engine(pack, drawn), max(1, args.steps // 4))
             if method == "fl":
                 runs["cooper_fl"] = (theirs(trainer, drawn), args.steps)
-        t = measure(runs, args.repeats, device)
-        per_member = {m: t[f"pack_{m}"] / k for m in METHODS}
-        row = {
+        t = measure(runs, args.repeats, device, CLOCKS[args.clock])
+        row: dict[str, Any] = {
             "problem": p.name,
             "step_ms": {m: t[m] * 1e3 for m in (*METHODS, "cooper_fl")},
-            "pack_step_ms": {m: t[f"pack_{m}"] * 1e3 for m in METHODS},
-            "member_step_ms": {m: v * 1e3 for m, v in per_member.items()},
+            "unit_of_one_step_ms": {m: t[f"unit_{m}"] * 1e3 for m in METHODS},
             "P1": {m: t[m] / t["erm"] for m in ("fl", "rfl", "alm")},
             "P2": t["fl"] / t["cooper_fl"],
-            "P1_packed": {m: per_member[m] / per_member["erm"] for m in ("fl", "rfl", "alm")},
-            "P2_packed": per_member["fl"] / t["cooper_fl"],
-            "packed_over_unpacked": {m: per_member[m] / t[m] for m in METHODS},
+            "unit_of_one_over_unpacked": {m: t[f"unit_{m}"] / t[m] for m in METHODS},
         }
+        if packed:
+            per_member = {m: t[f"pack_{m}"] / k for m in METHODS}
+            row.update(
+                {
+                    "pack_step_ms": {m: t[f"pack_{m}"] * 1e3 for m in METHODS},
+                    "member_step_ms": {m: v * 1e3 for m, v in per_member.items()},
+                    "P1_packed": {
+                        m: per_member[m] / per_member["erm"] for m in ("fl", "rfl", "alm")
+                    },
+                    "P2_packed": per_member["fl"] / t["cooper_fl"],
+                    "packed_over_unpacked": {m: per_member[m] / t[m] for m in METHODS},
+                }
+            )
         out["problems"].append(row)
         print(json.dumps(row, indent=1), flush=True)
     return out

@@ -46,9 +46,16 @@ class DualOptimizer(ABC):
         self.lr: float | Tensor = lr
 
     @abstractmethod
-    def step_(self, multipliers: Multipliers, index: Tensor | None, error: Tensor) -> Tensor:
+    def step_(
+        self,
+        multipliers: Multipliers,
+        index: Tensor | None,
+        error: Tensor,
+        lam: Tensor | None = None,
+    ) -> Tensor:
         """Apply one update to ``multipliers`` at ``index`` given error ``error``; returns
-        the new (projected) values at ``index``, saving the caller a second read."""
+        the new (projected) values at ``index``, saving the caller a second read. ``lam``:
+        the multipliers at ``index`` if the caller has read them already (saves a gather)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -92,8 +99,15 @@ def stack_dual_optimizers(
 class GradientAscent(DualOptimizer):
     """Projected gradient ascent: λ ← Π[λ + η e]."""
 
-    def step_(self, multipliers: Multipliers, index: Tensor | None, error: Tensor) -> Tensor:
-        lam = multipliers.gather(index)
+    def step_(
+        self,
+        multipliers: Multipliers,
+        index: Tensor | None,
+        error: Tensor,
+        lam: Tensor | None = None,
+    ) -> Tensor:
+        if lam is None:
+            lam = multipliers.gather(index)
         if isinstance(self.lr, Tensor):
             return multipliers.scatter_(index, lam + self.lr * error)
         return multipliers.scatter_(index, torch.add(lam, error, alpha=self.lr))
@@ -147,14 +161,21 @@ class NuPI(DualOptimizer):
         else:
             state.index_copy_(-1, index, values)
 
-    def step_(self, multipliers: Multipliers, index: Tensor | None, error: Tensor) -> Tensor:
+    def step_(
+        self,
+        multipliers: Multipliers,
+        index: Tensor | None,
+        error: Tensor,
+        lam: Tensor | None = None,
+    ) -> Tensor:
         error = error.to(self.xi.dtype)
         xi_prev = self._read(self.xi, index)
         if self.init == "sgd":
             seen = self._read(self.seen, index)
             xi_prev = torch.where(seen, xi_prev, error)
         xi = self.nu * xi_prev + (1.0 - self.nu) * error
-        lam = multipliers.gather(index)
+        if lam is None:
+            lam = multipliers.gather(index)
         new = multipliers.scatter_(
             index, lam + self.lr * (self.ki * error + self.kp * (xi - xi_prev))
         )

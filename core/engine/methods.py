@@ -18,12 +18,23 @@ import copy
 import math
 from abc import ABC
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
 
 from dualtune.core.engine.observation import Observation
+from dualtune.core.engine.operands import operand
+
+
+class PrimalTerms(NamedTuple):
+    """The primal loss of one step in closed form (see ``Method.primal_terms``)."""
+
+    loss: Tensor
+    """Its value, exactly as ``primal_loss`` computes it (no autograd graph)."""
+    weights: Tensor
+    """∂loss/∂g_j at the observed constraint values: what back-propagating from g with
+    these weights gives the parameters is the gradient of ``primal_loss``, bit for bit."""
 
 
 class Method(ABC):
@@ -46,7 +57,7 @@ class Method(ABC):
     # -- helpers shared by the methods
     def defect(self, values: Tensor) -> Tensor:
         """d = g − ε."""
-        return values - self.epsilon
+        return values - operand(self.epsilon, values)
 
     def violation(self, values: Tensor) -> Tensor:
         """v = [g − ε]₊ (inequality) or |h − ε| (equality)."""
@@ -55,6 +66,15 @@ class Method(ABC):
 
     def primal_loss(self, obs: Observation, lam: Tensor | None) -> Tensor:
         raise NotImplementedError
+
+    def primal_terms(self, objective: Tensor, defect: Tensor, lam: Tensor) -> PrimalTerms | None:
+        """``primal_loss`` and its gradient in the constraint values, without autograd, for
+        an ``objective`` that carries no gradient (``defect`` = g − ε detached, ``lam`` the
+        multipliers the primal step uses). The step then back-propagates the weights from g
+        instead of recording and differentiating the defect, product and sum on every step.
+        ``None``: no closed form; the step differentiates ``primal_loss``."""
+        del objective, defect, lam
+        return None
 
     def dual_error(self, defect: Tensor, lam: Tensor) -> Tensor | None:
         """The dual error e at the observed constraints; ``None`` skips the dual step."""
@@ -148,6 +168,12 @@ class FL(Method):
         values = obs.constraint.values
         return obs.objective + (lam.to(values.dtype) * self.defect(values)).sum(-1)
 
+    def primal_terms(self, objective: Tensor, defect: Tensor, lam: Tensor) -> PrimalTerms | None:
+        # ∂/∂g of Σ λ_j (g_j − ε) is λ: autograd's sum → product → difference chain passes
+        # 1·λ = λ through unchanged.
+        weights = lam if lam.dtype == defect.dtype else lam.to(defect.dtype)
+        return PrimalTerms(objective + (weights * defect).sum(-1), weights)
+
 
 class RFL(FL):
     """Resilient FL: slack u ≥ 0 with cost α‖u‖²/2, eliminated (u* = λ/α).
@@ -165,7 +191,7 @@ class RFL(FL):
         self.alpha = float(alpha)
 
     def dual_error(self, defect: Tensor, lam: Tensor) -> Tensor | None:
-        return defect - lam / self.alpha
+        return defect - lam / operand(self.alpha, lam)
 
 
 def augmented_terms(defect: Tensor, lam: Tensor, rho: float | Tensor, *, equality: bool) -> Tensor:
@@ -196,6 +222,27 @@ def augmented_terms(defect: Tensor, lam: Tensor, rho: float | Tensor, *, equalit
     return torch.where(torch.add(lam, defect, alpha=rho) >= 0, smooth, flat).sum(-1)
 
 
+def augmented_terms_and_weights(
+    defect: Tensor, lam: Tensor, rho: float, *, equality: bool
+) -> tuple[Tensor, Tensor]:
+    """``augmented_terms`` (scalar ρ) and its gradient in the defect, ∂ψ/∂d = λ + ρd on the
+    smooth branch and 0 on the flat one, computed the way autograd differentiates
+    ``augmented_terms``: with a = λ + (ρ/2)d and ψ = d·a, the product rule gives a·1 + d·(ρ/2),
+    which rounds differently from λ + ρd."""
+    if lam.dtype != defect.dtype:
+        lam = lam.to(defect.dtype)
+    half = 0.5 * rho
+    a = torch.add(lam, defect, alpha=half)
+    smooth = defect * a
+    weights = a + defect * operand(half, defect)
+    if equality or rho <= 0.0:
+        return smooth.sum(-1), weights
+    flat = lam * lam * operand(-0.5 / rho, lam)
+    zero = operand(0.0, defect)
+    active = torch.add(lam, defect, alpha=rho) >= zero
+    return torch.where(active, smooth, flat).sum(-1), torch.where(active, weights, zero)
+
+
 class ALM(Method):
     """Augmented Lagrangian, method of multipliers with a ρ-scaled dual step.
 
@@ -210,7 +257,8 @@ class ALM(Method):
         super().__init__(epsilon=epsilon, equality=equality)
         if not (rho >= 0 and math.isfinite(rho)):
             raise ValueError(f"ALM penalty rho must be a finite number ≥ 0, got {rho}")
-        self.rho = float(rho)
+        self.rho: float | Tensor = float(rho)
+        """A pack sets its members' (K, 1) values (``stack_methods``)."""
 
     def primal_loss(self, obs: Observation, lam: Tensor | None) -> Tensor:
         assert lam is not None
@@ -218,8 +266,14 @@ class ALM(Method):
             self.defect(obs.constraint.values), lam, self.rho, equality=self.equality
         )
 
+    def primal_terms(self, objective: Tensor, defect: Tensor, lam: Tensor) -> PrimalTerms | None:
+        if isinstance(self.rho, Tensor):  # a pack's (K, 1) ρ: differentiate primal_loss
+            return None
+        terms, weights = augmented_terms_and_weights(defect, lam, self.rho, equality=self.equality)
+        return PrimalTerms(objective + terms, weights)
+
     def dual_error(self, defect: Tensor, lam: Tensor) -> Tensor | None:
-        return self.rho * defect
+        return operand(self.rho, defect) * defect
 
 
 class SAL(Method):

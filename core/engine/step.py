@@ -12,6 +12,11 @@ Schemes (λ_t the multipliers, θ_t the parameters, one observation O(θ) = (f, 
   θ_{t+1} = θ_t − step ∇_θ L(θ_t, λ_t);  λ_{t+1} = Π[λ_t + η e(g(θ_t), λ_t)]
 * ``alternating_primal_first`` (a second, gradient-free evaluation at θ_{t+1}):
   θ_{t+1} = θ_t − step ∇_θ L(θ_t, λ_t);  λ_{t+1} = Π[λ_t + η e(g(θ_{t+1}), λ_t)]
+
+The step reads λ and forms d = g − ε once, for both updates. Where the method has a closed
+form of its primal loss (``Method.primal_terms``) and the objective is constant (Feasible
+Learning), the primal gradient is back-propagated from the constraint values with the
+weights ∂L/∂g rather than through an autograd graph of the Lagrangian.
 """
 
 from __future__ import annotations
@@ -82,17 +87,35 @@ class PrimalDualStep:
         self.dual_optimizer = dual_optimizer
         self.scheme = scheme
 
-    def _dual_update(self, constraint: ConstraintBatch, lam: Tensor | None = None) -> Tensor:
-        """Dual step at the observed constraints; returns their new multipliers."""
-        values = constraint.values.detach()
-        if lam is None:
-            lam = self.multipliers.gather(constraint.index)
-        error = self.method.dual_error(self.method.defect(values), lam)
+    def _dual_update(self, index: Tensor | None, defect: Tensor, lam: Tensor) -> Tensor:
+        """Dual step at the observed constraints (``defect`` = g − ε detached, ``lam`` their
+        multipliers, already read); returns their new multipliers."""
+        error = self.method.dual_error(defect, lam)
         if error is None:
             return lam
-        return self.dual_optimizer.step_(self.multipliers, constraint.index, error)
+        return self.dual_optimizer.step_(self.multipliers, index, error, lam)
 
-    def _primal_update(self, obs: Observation, lam: Tensor | None) -> Tensor:
+    def _primal_update(
+        self, obs: Observation, lam: Tensor | None, defect: Tensor | None
+    ) -> Tensor:
+        values = obs.constraint.values
+        if (
+            lam is not None
+            and defect is not None
+            and values.requires_grad
+            and not obs.objective.requires_grad
+        ):
+            terms = self.method.primal_terms(obs.objective, defect, lam)
+            if terms is not None:
+                # With a constant objective ∂L/∂θ = Σ_j ∂L/∂g_j · ∂g_j/∂θ: back-propagating
+                # the method's closed-form ∂L/∂g from g gives autograd's gradient of
+                # primal_loss bit for bit, without recording and differentiating the
+                # defect, product and sum on every step (most of what a constrained step
+                # added to ERM's on a small model).
+                self.primal_optimizer.zero_grad(set_to_none=True)
+                torch.autograd.backward(values, terms.weights)
+                self.primal_optimizer.step()
+                return terms.loss
         loss = self.method.primal_loss(obs, lam)
         self.primal_optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()  # type: ignore[no-untyped-call]
@@ -109,24 +132,31 @@ class PrimalDualStep:
         gradients); ``observe_constraint`` re-evaluates only the constraints, for the
         primal-first scheme (defaults to ``observe().constraint``)."""
         obs = observe()
-        uses_lambda = self.method.uses_multipliers
         index = obs.constraint.index
-        if not uses_lambda:
-            loss = self._primal_update(obs, None)
-        elif self.scheme == "alternating_dual_first":
-            loss = self._primal_update(obs, self._dual_update(obs.constraint))
-        elif self.scheme == "simultaneous":
-            lam = self.multipliers.gather(index)
-            loss = self._primal_update(obs, lam)
-            self._dual_update(obs.constraint, lam)
+        values = obs.constraint.values.detach()
+        if not self.method.uses_multipliers:
+            loss = self._primal_update(obs, None, None)
         else:
-            loss = self._primal_update(obs, self.multipliers.gather(index))
-            with torch.no_grad():
-                after = observe_constraint() if observe_constraint else observe().constraint
-            self._dual_update(after)
+            # λ_t is read and d = g(θ_t) − ε formed once, for both the dual and the primal
+            # update.
+            lam = self.multipliers.gather(index)
+            defect = self.method.defect(values)
+            if self.scheme == "alternating_dual_first":
+                lam = self._dual_update(index, defect, lam)
+                loss = self._primal_update(obs, lam, defect)
+            elif self.scheme == "simultaneous":
+                loss = self._primal_update(obs, lam, defect)
+                self._dual_update(index, defect, lam)
+            else:
+                loss = self._primal_update(obs, lam, defect)
+                with torch.no_grad():
+                    after = observe_constraint() if observe_constraint else observe().constraint
+                self._dual_update(
+                    after.index,
+                    self.method.defect(after.values.detach()),
+                    self.multipliers.gather(after.index),
+                )
         detached = Observation(
-            obs.objective.detach(),
-            obs.erm_loss.detach(),
-            ConstraintBatch(obs.constraint.values.detach(), index),
+            obs.objective.detach(), obs.erm_loss.detach(), ConstraintBatch(values, index)
         )
         return StepOutput(loss, detached)

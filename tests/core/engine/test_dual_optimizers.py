@@ -125,3 +125,21 @@ def test_nupi_rejects_bad_arguments(kwargs: dict[str, object], message: str) -> 
 def test_dual_lr_must_be_positive() -> None:
     with pytest.raises(ValueError, match="dual learning rate"):
         GradientAscent(lr=0.0)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: GradientAscent(lr=0.3), lambda: NuPI(0.3, 6, kp=0.5, nu=0.4, dtype=F64)],
+    ids=["ga", "nupi"],
+)
+def test_multipliers_the_caller_already_read_give_the_same_update(make: object) -> None:
+    index = torch.tensor([4, 1, 3])
+    tables = [Multipliers(6, dtype=F64, init=0.5) for _ in range(2)]
+    optimizers = [make(), make()]  # type: ignore[operator]
+    for e in errors(5, 3):
+        read = tables[1].gather(index)
+        assert torch.equal(
+            optimizers[0].step_(tables[0], index, e),
+            optimizers[1].step_(tables[1], index, e, read),
+        )
+    assert torch.equal(tables[0].value, tables[1].value)

@@ -5,7 +5,17 @@ import math
 import pytest
 import torch
 
-from dualtune.core.engine.methods import ALM, CSERM, ERM, FL, RFL, SAL, Penalty, augmented_terms
+from dualtune.core.engine.methods import (
+    ALM,
+    CSERM,
+    ERM,
+    FL,
+    RFL,
+    SAL,
+    Penalty,
+    augmented_terms,
+    stack_methods,
+)
 from dualtune.core.engine.observation import ConstraintBatch, Observation
 
 F64 = torch.float64
@@ -124,3 +134,42 @@ def test_sal_state_round_trip() -> None:
 def test_constructors_reject_bad_hyperparameters(make: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        FL(epsilon=0.5),
+        RFL(alpha=2.0, epsilon=0.5),
+        ALM(rho=0.7, epsilon=0.5),
+        ALM(rho=0.7, epsilon=0.5, equality=True),
+        ALM(rho=0.0, epsilon=0.5),
+    ],
+    ids=["fl", "rfl", "alm", "alm-equality", "alm-rho0"],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_primal_terms_are_primal_loss_and_its_autograd_gradient_bit_for_bit(
+    method: FL, dtype: torch.dtype
+) -> None:
+    g = torch.Generator().manual_seed(1)
+    values = (torch.rand(257, generator=g, dtype=dtype) * 2).requires_grad_()
+    lam = torch.rand(257, generator=g, dtype=dtype) * 3
+    lam[::7] = 0.0  # with values < ε: the flat branch of ψ
+    objective = torch.tensor(0.25, dtype=dtype)
+    loss = method.primal_loss(Observation(objective, objective, ConstraintBatch(values)), lam)
+    (gradient,) = torch.autograd.grad(loss, values)
+    terms = method.primal_terms(objective, method.defect(values.detach()), lam)
+    assert terms is not None
+    assert torch.equal(terms.loss, loss.detach())
+    assert torch.equal(terms.weights, gradient)
+    if isinstance(method, ALM) and not method.equality and method.rho > 0:
+        assert bool((gradient == 0).any())  # both branches of ψ are exercised
+        assert bool((gradient != 0).any())
+
+
+def test_packed_and_uncloseable_methods_leave_the_step_to_autograd() -> None:
+    d, lam, zero = torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2)
+    packed = stack_methods([ALM(rho=0.5), ALM(rho=1.0)], dtype=torch.float32)
+    assert packed.primal_terms(zero, d, lam) is None
+    sal = SAL(rho=1.0, rho_growth=2.0, rho_max=8.0)
+    assert sal.primal_terms(zero[0], d[0], lam[0]) is None
