@@ -627,7 +627,10 @@ class TrialRunLogger:
         for written in self._files:
             written.exception()  # the files are written before the spool goes
         with self._lock:
-            failed = (*self._lost, *(name for op in self._queue for name in op.names))
+            # Once each: an evaluation split over two batches is one thing not logged.
+            failed = tuple(
+                dict.fromkeys((*self._lost, *(name for op in self._queue for name in op.names)))
+            )
             self._queue.clear()
         if self.run_id is None and not failed:
             failed = ("create run",)
