@@ -22,6 +22,7 @@ Python.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -47,7 +48,8 @@ ADDRESS_FILE = "ray_current_cluster"
 answers before the raylet has started: too early for a driver)."""
 MAX_TEMP_DIR_CHARS = 40
 """Ray puts its Unix sockets under ``<temp dir>/session_<date>_<pid>/sockets/``, and a
-socket's path may not be longer than 107 bytes: a longer data dir gets a short temp dir."""
+socket's path may not be longer than 107 bytes: a longer data dir gets a short temp dir
+(``/tmp/dualtune-ray-<hash of the data dir>``)."""
 
 
 def free_port() -> int:
@@ -111,10 +113,12 @@ class LocalRayHead:
 
     def _temp_dir(self) -> Path:
         preferred = self.data_dir / "ray"
-        if len(str(preferred)) <= MAX_TEMP_DIR_CHARS:
-            preferred.mkdir(parents=True, exist_ok=True)
-            return preferred
-        return Path(tempfile.mkdtemp(prefix="dualtune-ray-"))
+        if len(str(preferred)) > MAX_TEMP_DIR_CHARS:
+            # One per data dir, so that a stack restarted after a SIGKILL reuses it.
+            digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
+            preferred = Path(tempfile.gettempdir()) / f"dualtune-ray-{digest}"
+        preferred.mkdir(parents=True, exist_ok=True)
+        return preferred
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> str | None:
         """Start the head and wait until it answers; its address (``127.0.0.1:PORT``), or
@@ -197,5 +201,3 @@ class LocalRayHead:
                 p.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=STOP_GRACE_S)
-        if self.temp_dir is not None and self.temp_dir.name.startswith("dualtune-ray-"):
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
