@@ -125,7 +125,9 @@ def test_the_runs_table_view_shows_the_grid_the_selection_and_the_counts() -> No
             "metrics.`trials/total`",
             "metrics.`trials/succeeded`",
             "metrics.`trials/feasible`",
-        ]
+        ],
+        "columnOrder": ["attributes.`Run Name`"],
+        "columnWidths": {"attributes.`Run Name`": 280},
     }
 
 
@@ -166,6 +168,7 @@ def test_the_experiment_is_model_training_and_the_parent_shows_best_and_counts(
     assert {k: run.data.metrics[k] for k in COUNTS} == COUNTS
     assert run.data.tags["dualtune.best_trial_id"] == "fl-2"
     assert run.data.tags["dualtune.best_method"] == "fl"
+    assert "report.json" in {a.path for a in mlflow.list_artifacts(parent)}
     view = mlflow.get_experiment(experiment_id).tags["mlflow.sharedViewState.dualtune"]
     assert json.loads(view) == runs_view(rep, OUTCOMES)
 

@@ -105,6 +105,8 @@ VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 """MLflow's UI (3.x) opens a "shared view" of an experiment's runs table from this tag when
 its URL asks for it (``VIEW_QUERY``): the columns a sweep is compared by. Without it the
 table shows no metric or parameter column at all."""
+RUN_NAME_COLUMN = "attributes.`Run Name`"
+RUN_NAME_WIDTH = 280
 VIEW_QUERY = f"viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
 """The query of the experiment page that opens the runs table in that view. The UI ignores
 ``mlflow.experimentKind`` since 3.x and opens the GenAI overview unless the workflow type is
@@ -160,9 +162,10 @@ def parent_metrics(
 
 
 def runs_view(report: Mapping[str, Any], outcomes: Sequence[TrialOutcome] = ()) -> dict[str, Any]:
-    """The runs table's columns for ``VIEW_TAG``: the swept grid keys (the child runs'
-    ``params.<key>`` params), the selection metric and its bounds' metrics on the children
-    and under ``best/`` on the parent, and the parent's trial counts."""
+    """The runs table's columns for ``VIEW_TAG`` (the UI's own view-state keys): the swept
+    grid keys (the child runs' ``params.<key>`` params), the selection metric and its
+    bounds' metrics on the children and under ``best/`` on the parent, and the parent's
+    trial counts."""
     selection = report["selection"]
     entries = [e[kind] for e in report["methods"] for kind in ("best", "best_infeasible")]
     keys = {k for o in outcomes for k in o.params} | {
@@ -178,7 +181,12 @@ def runs_view(report: Mapping[str, Any], outcomes: Sequence[TrialOutcome] = ()) 
         *(f"metrics.`{BEST_PREFIX}{m}`" for m in compared),
         *(f"metrics.`{TRIALS_PREFIX}{n}`" for n in ("total", "succeeded", "feasible")),
     ]
-    return {"selectedColumns": [*params, *metrics]}
+    # Wide enough for a child's name (run_names): the table's default cuts it after ε.
+    return {
+        "selectedColumns": [*params, *metrics],
+        "columnOrder": [RUN_NAME_COLUMN],
+        "columnWidths": {RUN_NAME_COLUMN: RUN_NAME_WIDTH},
+    }
 
 
 def log_sweep_report(
