@@ -84,8 +84,15 @@ class Sweep:
 
 
 @pytest.fixture(scope="module")
-def sweep(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> Sweep:
-    browser_binaries()  # before minutes of sweep: skip early where there is no browser
+def binaries() -> tuple[str, str]:
+    return browser_binaries()
+
+
+@pytest.fixture(scope="module")
+def sweep(
+    binaries: tuple[str, str], local_ray: None, tmp_path_factory: pytest.TempPathFactory
+) -> Sweep:
+    """The finished sweep (asked for after ``binaries``: no browser, no minutes of sweep)."""
     root = tmp_path_factory.mktemp("glance")
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
     result = run_sweep(
@@ -161,8 +168,10 @@ def mlflow_ui(sweep: Sweep, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    chromium, chromedriver = browser_binaries()
+def browser(
+    binaries: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebDriver]:
+    chromium, chromedriver = binaries
     options = Options()
     options.binary_location = chromium
     for argument in (
