@@ -345,7 +345,9 @@ def _p6_breakdown(timed: dict[str, Any], joined: dict[str, Any]) -> list[str]:
 
 def _tracking_share(b: dict[str, Any], target: float, missing: list[str]) -> list[str]:
     """The line on tracking's share of the critical trial's wall time."""
-    share = b.get("tracking_share")
+    if "tracking_share" not in b:  # results of a run from before it was computed
+        return []
+    share = b["tracking_share"]
     lines = []
     if share is None:
         lines.append(
