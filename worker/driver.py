@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 from ray import tune
 
 from dualtune.core.reporting import TrialOutcome, build_report
@@ -32,10 +31,12 @@ from dualtune.worker.events import EventSink, NullSink, check_not_refused, regis
 from dualtune.worker.outcomes import decode, unit_end
 from dualtune.worker.packing import Unit, plan_units
 from dualtune.worker.preflight import check_sweep
+from dualtune.worker.ray_runtime import connect_ray, tune_config_overrides
 from dualtune.worker.refusal import StopWhenRefused
 from dualtune.worker.tracking import ensure_experiment, ensure_parent_run, log_sweep_report
 from dualtune.worker.tracking.resilient import ResilientClient
 from dualtune.worker.tracking.sweep_run import final_train_losses
+from dualtune.worker.tune_state import record_tracking, set_aside_if_stale
 from dualtune.worker.unit_settings import Registrations, TrackingSettings, WorkerEnvironment
 from dualtune.worker.unit_trainable import run_unit
 
@@ -76,24 +77,6 @@ def default_storage() -> Path:
 
 def _resources(spec: SweepSpec) -> dict[str, float]:
     return {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-
-
-def _init_ray(address: str | None) -> None:
-    if ray.is_initialized():
-        return
-    # A driver that runs as a Ray job finds its cluster in RAY_ADDRESS (set by Ray).
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(
-            # "local": a new runtime of our own, even when `ray start` left a cluster on this
-            # machine (address=None would join that one).
-            address="local",
-            include_dashboard=False,
-            log_to_driver=False,
-            num_cpus=int(os.environ.get("DUALTUNE_NUM_CPUS", os.cpu_count() or 1)),
-        )
 
 
 def _outcome(trial: TrialConfig, result: tune.Result | None) -> TrialRecord:
@@ -179,6 +162,10 @@ def run_sweep(
     check_not_refused(sweep_id)
 
     client = ResilientClient(tracking_uri)
+    experiment = storage / (experiment_name or sweep_id)
+    # A Tune experiment belongs to the tracking store it logged into: run into another store
+    # (or one without the sweep's parent run), it is set aside and the sweep starts fresh.
+    set_aside_if_stale(client, experiment, experiment_name=spec.name, sweep_id=sweep_id)
     experiment_id = ensure_experiment(client, spec.name)
     parent_run_id = (
         ensure_parent_run(
@@ -191,14 +178,16 @@ def run_sweep(
         if experiment_id is not None
         else None
     )
+    if parent_run_id is not None:
+        record_tracking(experiment, tracking_uri, parent_run_id)
     sink.tracking(experiment_id, parent_run_id)
     tracking = TrackingSettings(
         tracking_uri, spec.name, sweep_id, parent_run_id, retry_budget_s=client.budget_s
     )
 
-    _init_ray(ray_address)
-    experiment_path = str(storage / (experiment_name or sweep_id))
-    units = _units(spec, trials, Path(experiment_path))
+    connect_ray(ray_address)
+    experiment_path = str(experiment)
+    units = _units(spec, trials, experiment)
     trainable = tune.with_resources(
         tune.with_parameters(
             run_unit,
@@ -218,6 +207,7 @@ def run_sweep(
             param_space={"trial_id": tune.grid_search(list(units))},
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=int(os.environ.get("DUALTUNE_MAX_CONCURRENT", "0")) or None,
+                **tune_config_overrides(),
             ),
             run_config=tune.RunConfig(
                 name=experiment_name or sweep_id,
@@ -276,7 +266,9 @@ def run_sweep(
         for missing in log_best_figures(report, by_id, results, by_run, tracking_uri):
             log.warning("best trial's figures not logged to MLflow: %s", missing)
     if parent_run_id is not None:
-        log_sweep_report(tracking_uri, parent_run_id, report, curves)
+        missing = log_sweep_report(tracking_uri, parent_run_id, report, curves, outcomes=outcomes)
+        if missing:
+            log.warning("sweep report: %s", missing)
     return SweepResult(
         sweep_id, spec, records, report, parent_run_id, tracking_uri, experiment_path
     )
