@@ -12,7 +12,7 @@ def test_a_name_reads_as_the_method_and_its_grid_values() -> None:
 
 def test_every_grid_key_has_its_symbol_in_the_catalogs_order() -> None:
     assert list(SYMBOLS) == list(GRID_KEYS)
-    params = {k: 1.5 for k in reversed(GRID_KEYS)}
+    params = dict.fromkeys(reversed(GRID_KEYS), 1.5)
     assert child_run_name("sal", params) == (
         "sal ε=1.5 α=1.5 η=1.5 ρ=1.5 ρ_growth=1.5 ρ_max=1.5 c=1.5 kp=1.5 ν=1.5 lr=1.5 seed=1.5"
     )
