@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from dualtune.core.mlflow_links import experiment_url, run_url
 from dualtune.core.spec import hostile_values
 from dualtune.core.spec.errors import field_errors
 from dualtune.core.states import TRIAL_REPORTED, SweepState, TrialState
@@ -73,6 +74,8 @@ class MlflowLinks(BaseModel):
     experiment_id: str | None
     parent_run_id: str | None
     parent_run_url: str | None
+    experiment_url: str | None = None
+    """The sweep's runs table in the MLflow UI, with its columns (``core.mlflow_links``)."""
 
 
 class TrialPublic(BaseModel):
@@ -316,12 +319,6 @@ class WorkerSweep(BaseModel):
     trials: list[TrialPublic]
 
 
-def _run_url(ui: str | None, experiment_id: str | None, run_id: str | None) -> str | None:
-    if not (ui and experiment_id and run_id):
-        return None
-    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-
-
 def trial_public(
     t: Trial, *, ui: str | None = None, experiment_id: str | None = None
 ) -> TrialPublic:
@@ -334,7 +331,7 @@ def trial_public(
         attempts=t.attempts,
         metrics=t.metrics,
         mlflow_run_id=t.mlflow_run_id,
-        mlflow_run_url=_run_url(ui, experiment_id, t.mlflow_run_id),
+        mlflow_run_url=run_url(ui, experiment_id, t.mlflow_run_id),
         error=t.error,
         updated_at=t.updated_at,
     )
@@ -355,7 +352,8 @@ def sweep_public(s: Sweep, *, ui: str | None = None, best: Trial | None = None) 
         mlflow=MlflowLinks(
             experiment_id=s.mlflow_experiment_id,
             parent_run_id=s.mlflow_parent_run_id,
-            parent_run_url=_run_url(ui, s.mlflow_experiment_id, s.mlflow_parent_run_id),
+            parent_run_url=run_url(ui, s.mlflow_experiment_id, s.mlflow_parent_run_id),
+            experiment_url=experiment_url(ui, s.mlflow_experiment_id),
         ),
         error=s.error,
         created_at=s.created_at,

@@ -439,9 +439,9 @@ def demo(
             )
             code = wait_and_report(client, sweep.id)
             final = client.get(sweep.id)
-        link = final.mlflow.parent_run_url or f"http://127.0.0.1:{mlflow_port}"
+        link = final.mlflow.experiment_url or f"http://127.0.0.1:{mlflow_port}"
         console.print(
-            f"Compare the parent run and its child runs in the MLflow UI: {link}",
+            f"Compare the sweep's runs in the MLflow UI: {link}",
             highlight=False,
             soft_wrap=True,
         )

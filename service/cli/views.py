@@ -75,8 +75,8 @@ def print_sweep(sweep: SweepPublic, console: Console) -> None:
         console.print(
             f"  best trial: {best.trial_id} ({best.method})", highlight=False, soft_wrap=True
         )
-    if sweep.mlflow.parent_run_url:
-        console.print(f"  MLflow: {sweep.mlflow.parent_run_url}", highlight=False, soft_wrap=True)
+    if sweep.mlflow.experiment_url:
+        console.print(f"  MLflow: {sweep.mlflow.experiment_url}", highlight=False, soft_wrap=True)
     elif sweep.mlflow.parent_run_id:
         console.print(
             f"  MLflow parent run: {sweep.mlflow.parent_run_id}", highlight=False, soft_wrap=True

@@ -130,7 +130,12 @@ def test_a_sweep_whose_trials_are_all_final_closes_when_its_driver_exits(
     sweep = _sweep(client, tenant_token, sweep_id)
     assert sweep["status"] == "succeeded"
     assert sweep["trial_counts"] == {"succeeded": 5}
-    assert sweep["mlflow"]["parent_run_url"] == "http://mlflow.test/#/experiments/7/runs/parent"
+    assert sweep["mlflow"]["parent_run_url"] == (
+        "http://mlflow.test/#/experiments/7/runs/parent?workflowType=machine_learning"
+    )
+    assert sweep["mlflow"]["experiment_url"] == (
+        "http://mlflow.test/#/experiments/7/runs?viewStateShareKey=dualtune&workflowType=machine_learning"
+    )
     assert sweep["best_trial"]["metrics"]["val/loss_mean"] == 0.5
     # the finished sweep's token is revoked
     late = client.get(f"/api/v1/worker/sweeps/{sweep_id}", headers=auth(token))

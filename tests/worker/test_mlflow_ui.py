@@ -34,10 +34,10 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from dualtune.core.mlflow_links import VIEW_QUERY
 from dualtune.core.spec import SweepSpec
 from dualtune.worker.driver import SweepResult, run_sweep
 from dualtune.worker.tracking.run_names import child_run_name
-from dualtune.worker.tracking.sweep_run import VIEW_QUERY
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
 

@@ -16,6 +16,7 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from dualtune.core.mlflow_links import VIEW_TAG
 from dualtune.core.reporting import FINAL_STATES, TrialOutcome
 from dualtune.worker.tracking import plots
 from dualtune.worker.tracking.resilient import ResilientClient, artifact_root_for
@@ -100,17 +101,8 @@ TRIALS_PREFIX = "trials/"
 """The parent's trial counts: ``trials/total``, one per final state, ``trials/feasible``."""
 BEST_TRIAL_TAG = "dualtune.best_trial_id"
 BEST_METHOD_TAG = "dualtune.best_method"
-VIEW_KEY = "dualtune"
-VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
-"""MLflow's UI (3.x) opens a "shared view" of an experiment's runs table from this tag when
-its URL asks for it (``VIEW_QUERY``): the columns a sweep is compared by. Without it the
-table shows no metric or parameter column at all."""
 RUN_NAME_COLUMN = "attributes.`Run Name`"
 RUN_NAME_WIDTH = 280
-VIEW_QUERY = f"viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
-"""The query of the experiment page that opens the runs table in that view. The UI ignores
-``mlflow.experimentKind`` since 3.x and opens the GenAI overview unless the workflow type is
-asked for (or was picked once in that browser)."""
 
 
 def best_feasible(
