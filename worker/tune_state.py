@@ -32,17 +32,13 @@ from urllib.parse import unquote, urlsplit
 from mlflow.tracking import MlflowClient
 
 from dualtune.worker.tracking.resilient import ResilientClient
+from dualtune.worker.tracking.sweep_run import parent_run_filter
 
 TRACKING_FILE = "dualtune_tracking.json"
 """In the experiment's directory: ``{"tracking_uri": ..., "parent_run_id": ...}``."""
 STALE_SUFFIX = ".stale-"
 
 log = logging.getLogger("dualtune.worker.tune_state")
-
-
-def parent_run_filter(sweep_id: str) -> str:
-    """The MLflow search that finds a sweep's parent run (ARCHITECTURE §3.5)."""
-    return f"tags.`dualtune.sweep_id` = '{sweep_id}' and tags.`dualtune.role` = 'sweep'"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from dualtune.core.spec import SweepSpec
 from dualtune.worker.driver import run_sweep
-from dualtune.worker.tune_state import parent_run_filter
+from dualtune.worker.tracking.sweep_run import parent_run_filter
 from tests.worker.conftest import small_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]

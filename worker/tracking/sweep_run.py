@@ -59,6 +59,11 @@ def ensure_experiment(client: ResilientClient, name: str) -> str | None:
     return experiment_id if ok else None
 
 
+def parent_run_filter(sweep_id: str) -> str:
+    """The MLflow search that finds a sweep's parent run (ARCHITECTURE §3.5)."""
+    return f"tags.`dualtune.sweep_id` = '{sweep_id}' and tags.`dualtune.role` = 'sweep'"
+
+
 def ensure_parent_run(
     client: ResilientClient,
     experiment_id: str,
@@ -72,9 +77,7 @@ def ensure_parent_run(
     def find_or_create(c: MlflowClient) -> str:
         found = c.search_runs(
             [experiment_id],
-            filter_string=(
-                f"tags.`dualtune.sweep_id` = '{sweep_id}' and tags.`dualtune.role` = 'sweep'"
-            ),
+            filter_string=parent_run_filter(sweep_id),
             max_results=1,
         )
         if found:
