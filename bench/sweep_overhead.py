@@ -70,6 +70,9 @@ for trial in load_spec(sys.argv[1]).trials():
 """
 """(c): a user's loop, with one torch thread as each unit has (so that neither side gains
 from oversubscribing the cores, which on a machine shared with other work costs most)."""
+RAY_PIECES = frozenset({"driver: Ray connect", "driver: Ray init check"})
+"""The driver's own Ray start-up around ``ray.init`` (``bench/timers.py``'s names, now and
+before ``worker.ray_runtime.connect_ray``)."""
 HEAD_START_TIMEOUT_S = 180.0
 LOG_TAIL = 3000
 
@@ -231,7 +234,7 @@ def cli_breakdown(
     for c in inside:
         if c.name.startswith("import: "):
             label = "imports inside run_sweep"
-        elif c.name.startswith("ray.init") or c.name == "driver: Ray init check":
+        elif c.name.startswith("ray.init") or c.name in RAY_PIECES:
             label = "Ray: start or join"
         else:
             label = c.name.removeprefix("driver: ")
