@@ -183,7 +183,8 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    # mlflow server takes ~10 s on a quiet machine and over a minute on a loaded one.
+    deadline = time.monotonic() + 180
     while True:
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=1):
