@@ -14,9 +14,7 @@ from typing import Any
 
 from ray import tune
 
-from dualtune.core.engine.hardest import HardestSamples, hardest_samples
 from dualtune.core.spec import TrialConfig
-from dualtune.core.tasks import load_task
 from dualtune.worker.tracking.trial_figures import log_trial_figures
 from dualtune.worker.tracking.trial_run import run_name
 from dualtune.worker.unit_checkpoint import FinalArrays, load_final
@@ -42,11 +40,6 @@ def best_trials(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def _hardest(trial: TrialConfig, per_sample: Mapping[str, Any]) -> HardestSamples | None:
-    task = load_task(trial.task.name, trial.task.params)
-    return hardest_samples(task, task.load().train.x, per_sample)
-
-
 def log_best_figures(
     report: Mapping[str, Any],
     trials: Mapping[str, TrialConfig],
@@ -69,7 +62,7 @@ def log_best_figures(
             run_id,
             arrays.per_sample,
             multipliers=arrays.multipliers,
-            hardest=_hardest(trial, arrays.per_sample),
+            hardest=arrays.hardest,
             epsilon=epsilon,
             title=run_name(trial.method, trial.flat_params()),
         )

@@ -5,6 +5,7 @@
     members/<trial_id>.pt          each active member's trainer state (Trainer.state_dict)
     members/<trial_id>.final.npz   a finished member's final per-sample arrays (last only)
     members/<trial_id>.multipliers.npy   and its final multiplier table
+    members/<trial_id>.hardest.npz  an image task's hardest samples (TrialResult.hardest)
     unit.json                      {"version", "diverged", "unsent", "attempt"}
 
 ``unsent`` holds each member's metrics that were buffered and not yet in MLflow when the
@@ -18,17 +19,20 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from dualtune.core.engine.hardest import HardestSamples
+
 MEMBER_DIR = "members"
 UNIT_FILE = "unit.json"
 FINAL_SUFFIX = ".final.npz"
 MULTIPLIERS_SUFFIX = ".multipliers.npy"
+HARDEST_SUFFIX = ".hardest.npz"
 
 Unsent = list[tuple[int, dict[str, float]]]
 """A member's buffered metrics: (epoch, {name: value}) in the order they were logged."""
@@ -36,11 +40,13 @@ Unsent = list[tuple[int, dict[str, float]]]
 
 @dataclass(frozen=True)
 class FinalArrays:
-    """A finished member's last evaluation: every per-sample array and the dense
-    multiplier table (``TrialResult.per_sample`` and ``.multipliers``)."""
+    """A finished member's last evaluation: every per-sample array, the dense multiplier
+    table and an image task's hardest samples (``TrialResult.per_sample``, ``.multipliers``
+    and ``.hardest``)."""
 
     per_sample: dict[str, np.ndarray]
     multipliers: np.ndarray | None = None
+    hardest: HardestSamples | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,9 @@ def save(directory: Path, checkpoint: UnitCheckpoint) -> None:
         np.savez_compressed(members / f"{trial_id}{FINAL_SUFFIX}", **arrays)
         if final.multipliers is not None:
             np.save(members / f"{trial_id}{MULTIPLIERS_SUFFIX}", final.multipliers)
+        if final.hardest is not None:
+            hardest: dict[str, Any] = asdict(final.hardest)
+            np.savez_compressed(members / f"{trial_id}{HARDEST_SUFFIX}", **hardest)
     meta = {
         "version": checkpoint.state["version"],
         "diverged": {t: [int(e), str(d)] for t, (e, d) in checkpoint.state["diverged"].items()},
@@ -119,4 +128,9 @@ def load_final(directory: Path, trial_id: str) -> FinalArrays | None:
     with np.load(path) as data:
         per_sample = {name: np.asarray(data[name]) for name in data.files}
     table = directory / MEMBER_DIR / f"{trial_id}{MULTIPLIERS_SUFFIX}"
-    return FinalArrays(per_sample, np.load(table) if table.exists() else None)
+    hardest_path = directory / MEMBER_DIR / f"{trial_id}{HARDEST_SUFFIX}"
+    hardest = None
+    if hardest_path.exists():
+        with np.load(hardest_path) as data:
+            hardest = HardestSamples(**{name: np.asarray(data[name]) for name in data.files})
+    return FinalArrays(per_sample, np.load(table) if table.exists() else None, hardest)

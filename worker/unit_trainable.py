@@ -29,9 +29,7 @@ from ray import tune
 
 from dualtune.core.engine.errors import Diverged
 from dualtune.core.engine.fit import fit_unit
-from dualtune.core.engine.hardest import hardest_samples
 from dualtune.core.engine.result import UnitEvalReport
-from dualtune.core.engine.unit import UnitTrainer
 from dualtune.core.spec import TrialConfig
 from dualtune.core.states import TrialState
 from dualtune.worker import unit_checkpoint
@@ -174,7 +172,6 @@ class _Unit:
                 self.loggers[trial_id].restore_unsent(resume.unsent[trial_id])
             self.outcomes[trial_id] = self._running(trial_id)
         final_state: dict[str, Any] = {}
-        trainer: list[UnitTrainer] = []  # the last report's, for the hardest samples' images
 
         def reporter(report: UnitEvalReport) -> None:
             self._diverged(report.diverged)
@@ -189,7 +186,6 @@ class _Unit:
             crash_point(AFTER_LOG, report.epoch, self.unit_dir)
             if report.is_last:
                 final_state.update(report.state_dict())  # saved below, with the outcomes
-                trainer[:] = [report.trainer]
             else:
                 self._report(report.epoch, self._checkpoint(report.state_dict()))
 
@@ -197,19 +193,15 @@ class _Unit:
         self._diverged(result.diverged)
         finals: dict[str, FinalArrays] = {}
         for trial_id, trial_result in result.results.items():
-            finals[trial_id] = FinalArrays(trial_result.per_sample, trial_result.multipliers)
-            figures = self.plots == "all"
-            hardest = (
-                hardest_samples(trainer[0].task, trainer[0].data.train.x, trial_result.per_sample)
-                if figures and trainer
-                else None
+            finals[trial_id] = FinalArrays(
+                trial_result.per_sample, trial_result.multipliers, trial_result.hardest
             )
             self.loggers[trial_id].log_final(
                 trial_result.per_sample,
                 epsilon=self.epsilon[trial_id],
                 multipliers=trial_result.multipliers,
-                hardest=hardest,
-                figures=figures,
+                hardest=trial_result.hardest,
+                figures=self.plots == "all",
             )
             self._finish(trial_id, TrialState.SUCCEEDED, trial_result.final, None)
         if final_state:

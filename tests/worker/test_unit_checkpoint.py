@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dualtune.core.engine.hardest import HardestSamples
 from dualtune.core.engine.unit import UNIT_STATE_VERSION
 from dualtune.worker import unit_checkpoint
 from dualtune.worker.unit_checkpoint import FinalArrays, UnitCheckpoint
@@ -46,3 +47,20 @@ def test_the_final_arrays_of_each_finished_member_are_kept(tmp_path: Path) -> No
     assert loaded.multipliers is not None
     np.testing.assert_array_equal(loaded.multipliers, [[0.5]])
     assert unit_checkpoint.load_final(tmp_path, "b") is None
+
+
+def test_an_image_tasks_hardest_samples_travel_with_the_final_arrays(tmp_path: Path) -> None:
+    hardest = HardestSamples(
+        index=np.array([4, 1]),
+        images=np.zeros((2, 8, 8)),
+        label=np.array([3, 7]),
+        loss=np.array([2.5, 1.5]),
+        multiplier=np.array([0.9, 0.4]),
+    )
+    final = FinalArrays({"train_loss": np.array([0.1, 1.5])}, None, hardest)
+    unit_checkpoint.save(tmp_path, UnitCheckpoint(_state(), finals={"a": final}))
+    loaded = unit_checkpoint.load_final(tmp_path, "a")
+    assert loaded is not None
+    assert loaded.hardest is not None
+    for name in ("index", "images", "label", "loss", "multiplier"):
+        np.testing.assert_array_equal(getattr(loaded.hardest, name), getattr(hardest, name))
