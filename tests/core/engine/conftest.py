@@ -1,9 +1,10 @@
 """Helpers to build trial configs for engine tests from a small spec document."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import torch
 
 from dualtune.core.spec import SweepSpec, TrialConfig
 
@@ -36,3 +37,13 @@ def make_trial(
 @pytest.fixture
 def trial() -> Callable[..., TrialConfig]:
     return make_trial
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Trials run on one torch thread in the worker, and a reduction over another number of
+    threads sums in another order: tests that compare runs bit for bit use one too."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from torch import nn
 
 from dualtune import register_constraint_kind
@@ -38,14 +37,7 @@ def registered() -> Iterator[None]:
     CONSTRAINT_KINDS.unregister(plugin_kind.UNPACKABLE_NAME)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # As in test_pack_trainer: a reduction over another number of threads sums in another
-    # order, and packed members are compared with their unpacked trials.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def group_loss_trials(

@@ -1,26 +1,16 @@
 """A pack trains each member exactly as its own trial would: same metrics (to float32
 round-off), same state format, members isolated from each other's divergence."""
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import torch
 
 from dualtune.core.engine.fit import fit, fit_unit
 from dualtune.core.engine.pack_trainer import NotPackable, PackTrainer
 from dualtune.core.engine.trainer import Trainer
 from dualtune.core.spec import SweepSpec, TrialConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Trials run on one torch thread in the worker; a reduction over another number of
-    # threads sums in another order.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def digits_trials(method: str, grid: dict[str, Any], **overrides: Any) -> list[TrialConfig]:

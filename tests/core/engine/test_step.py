@@ -2,7 +2,6 @@
 back-propagated from the constraint values) trains bit for bit as autograd on the method's
 ``primal_loss`` does, under every scheme and dual optimizer."""
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,13 +14,7 @@ DIGITS = {"name": "digits", "params": {"hidden": [16]}}
 SCHEMES = ("alternating_dual_first", "simultaneous", "alternating_primal_first")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Bitwise comparisons: a reduction over another number of threads sums in another order.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def trained(

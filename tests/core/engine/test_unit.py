@@ -4,12 +4,10 @@ rather than raised, and a resume from any evaluation that ends where an uninterr
 ends."""
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from dualtune.core.engine.errors import Diverged
 from dualtune.core.engine.fit import fit, fit_unit
@@ -18,13 +16,7 @@ from dualtune.core.engine.result import UnitEvalReport
 from dualtune.core.engine.unit import UNIT_STATE_VERSION, SingleTrainer, unit_trainer
 from dualtune.core.spec import SweepSpec, TrialConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def digits_trial(**grid: Any) -> TrialConfig:
