@@ -197,19 +197,23 @@ def test_a_refused_launch_is_retried_after_a_backoff_and_not_counted_as_a_launch
 ) -> None:
     sweep_id = submit(client, tenant_token)["id"]
     launcher.fail_launches = 2
+    # The reconciler's clock stands still between steps: on a loaded machine two steps can
+    # be a whole backoff apart.
+    start = datetime.now(UTC)
+    reconciler.now = lambda: start
     reconciler.step()
     sweep = _sweep(client, tenant_token, sweep_id)
     assert sweep["status"] == "pending"
     assert "refused" in sweep["error"]
     reconciler.step()  # within the backoff: not tried again
     assert launcher.fail_launches == 1
-    later = datetime.now(UTC) + timedelta(seconds=1.5)
+    later = start + timedelta(seconds=1.5)
     reconciler.now = lambda: later
     reconciler.step()  # refused again, backoff doubles to 2 s
     assert launcher.fail_launches == 0
     reconciler.step()
     assert launcher.drivers == {}
-    even_later = datetime.now(UTC) + timedelta(seconds=5)
+    even_later = start + timedelta(seconds=5)
     reconciler.now = lambda: even_later
     reconciler.step()
     sweep = _sweep(client, tenant_token, sweep_id)

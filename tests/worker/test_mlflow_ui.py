@@ -292,6 +292,12 @@ def test_a_childs_artifacts_show_its_plots(
     image = (By.CSS_SELECTOR, "img[src^='blob:'], img[src^='data:image/png']")
     _wait(browser).until(expected_conditions.visibility_of_element_located(image))
     _close_assistant(browser)
-    tree = set(browser.find_element(By.TAG_NAME, "body").text.split("\n"))
-    assert {"per_sample", "plots", "hardest.png", "loss_cdf.png", "multipliers.png"} <= tree
+    wanted = {"per_sample", "plots", "hardest.png", "loss_cdf.png", "multipliers.png"}
+
+    def tree(driver: WebDriver) -> set[str]:
+        return set(driver.find_element(By.TAG_NAME, "body").text.split("\n"))
+
+    # The artifact tree fills in after the image it opened on.
+    _wait(browser).until(lambda driver: wanted <= tree(driver))
+    assert wanted <= tree(browser)
     _screenshot(browser, "child_artifacts.png", tmp_path)
