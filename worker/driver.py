@@ -66,8 +66,9 @@ class SweepResult:
     experiment_path: str
 
 
-# A trial checkpoints at every evaluation by design (exact resume after a kill); Tune's
-# warning that this forces frequent experiment snapshots is expected, not actionable.
+# A unit may checkpoint at every evaluation (``limits.checkpoint_every_s: 0``, exact resume
+# after a kill); Tune's warning that this forces frequent experiment snapshots is expected
+# then, not actionable.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 

@@ -8,10 +8,12 @@ go on. After a kill, Tune restarts the unit from its last checkpoint and every m
 resumes from its own state; a member whose child run had already finished is not run again.
 
 At each evaluation the order is: buffer every member's metrics (``log_metrics``, which
-flushes when due), then save the checkpoint with what is still unsent, then report to Tune.
-A process that dies in between resumes from the previous checkpoint, buffers its unsent
-metrics again (``restore_unsent``) and logs the lost evaluations again; the logger's
-watermark drops an epoch MLflow already holds, so every epoch is logged once.
+flushes when due), then save the checkpoint with what is still unsent when one is due
+(``limits.checkpoint_every_s`` since the previous, and always at the end), then report to
+Tune. A process that dies in between resumes from the last checkpoint, buffers its unsent
+metrics again (``restore_unsent``), trains the evaluations since then again and logs them
+again; the logger's watermark drops an epoch MLflow already holds, so every epoch is logged
+once.
 
 Figures (``logging.plots``): ``all`` draws each member's at its end; ``best`` leaves them to
 the driver, which draws the best trials' from the final arrays of the last checkpoint;
@@ -21,6 +23,7 @@ the driver, which draws the best trials' from the final arrays of the last check
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -95,6 +98,8 @@ class _Unit:
         self.epsilon = {t.trial_id: measured_epsilon(t) for t in trials}
         self.every = trials[0].logging.per_sample_every
         self.plots = trials[0].logging.plots
+        self.checkpoint_every_s = trials[0].limits.checkpoint_every_s
+        self.last_checkpoint = time.monotonic()
         self.outcomes: dict[str, MemberOutcome] = {}
         self.attempt = 1
 
@@ -137,6 +142,9 @@ class _Unit:
         with tempfile.TemporaryDirectory() as directory:
             unit_checkpoint.save(Path(directory), checkpoint)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    def _checkpoint_due(self) -> bool:
+        return time.monotonic() - self.last_checkpoint >= self.checkpoint_every_s
 
     def _checkpoint(
         self, state: dict[str, Any], finals: dict[str, FinalArrays] | None = None
@@ -186,9 +194,13 @@ class _Unit:
             crash_point(AFTER_LOG, report.epoch, self.unit_dir)
             if report.is_last:
                 final_state.update(report.state_dict())  # saved below, with the outcomes
-            else:
+            elif self._checkpoint_due():
                 self._report(report.epoch, self._checkpoint(report.state_dict()))
+                self.last_checkpoint = time.monotonic()
+            else:
+                self._report(report.epoch, None)
 
+        self.last_checkpoint = time.monotonic()  # the period counts training time
         result = fit_unit(todo, reporter=reporter, resume=resume.state if resume else None)
         self._diverged(result.diverged)
         finals: dict[str, FinalArrays] = {}

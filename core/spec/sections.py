@@ -359,9 +359,24 @@ class Selection(Section):
     )
 
 
+MAX_CHECKPOINT_EVERY_S = 86_400.0
+
+
 class Limits(Section):
+    """How many trials a sweep may have, how often a unit is retried after its process dies,
+    and how often a unit checkpoints.
+
+    ``checkpoint_every_s``: a unit saves a checkpoint at an evaluation when at least this
+    many seconds have passed since its start or its previous checkpoint, and always at its
+    end; 0 saves one at every evaluation. A unit whose process dies resumes from its last
+    checkpoint and trains the evaluations since again, to the same numbers (exact resume),
+    so the period bounds the work a crash loses against the cost of saving every member's
+    state (model, optimizers, multipliers) at each evaluation.
+    """
+
     max_trials: Annotated[int, Field(ge=1, le=MAX_TRIALS_LIMIT)] = 1000
     max_failures: Annotated[int, Field(ge=0, le=MAX_TRIALS_LIMIT)] = 2
+    checkpoint_every_s: Annotated[float, Field(ge=0.0, le=MAX_CHECKPOINT_EVERY_S)] = 10.0
 
 
 PlotPolicy = Literal["all", "best", "none"]

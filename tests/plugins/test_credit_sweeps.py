@@ -57,7 +57,7 @@ def test_a_killed_pack_of_plugin_trials_resumes_to_the_uninterrupted_result(
             methods=["fl"],
             grid={"epsilon": [0.0, 0.05], "dual_lr": 0.5, "seed": 0},
             train={"epochs": 20, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.003}},
-            limits={"max_trials": 10, "max_failures": 2},
+            limits={"max_trials": 10, "max_failures": 2, "checkpoint_every_s": 0},
             logging={"per_sample_every": 1000},
             pack=2,
         )

@@ -119,7 +119,7 @@ def test_a_pack_that_dies_between_logging_and_its_checkpoint_logs_every_epoch_on
         grid={"epsilon": [0.1, 0.2, 0.3], "dual_lr": 0.1},
         train={"epochs": 4, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.003}},
         logging={"per_sample_every": 2, "plots": "none"},
-        limits={"max_trials": 10, "max_failures": 1},
+        limits={"max_trials": 10, "max_failures": 1, "checkpoint_every_s": 0},
         pack=3,
     )
     result = run_sweep(

@@ -85,7 +85,8 @@ def test_killed_trial_process_resumes_from_checkpoint_with_identical_results(
         methods=["rfl"],
         grid={"epsilon": 0.2, "alpha": 1.0, "dual_lr": 0.1},
         train={"epochs": 30, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.003}},
-        limits={"max_trials": 10, "max_failures": 2},
+        # A checkpoint at every evaluation: the faults land between two of them.
+        limits={"max_trials": 10, "max_failures": 2, "checkpoint_every_s": 0},
     )
     storage = tmp_path / "tune"
     # Checkpoints are numbered from 0: one from the third evaluation on means the trial has
@@ -211,6 +212,7 @@ def test_mlflow_outage_mid_sweep_every_trial_finishes_and_names_the_loss(
         methods=["fl"],
         grid={"epsilon": [0.1, 0.3], "dual_lr": 0.1},
         train={"epochs": 20, "batch_size": 16, "optimizer": {"name": "adam", "lr": 0.01}},
+        limits={"checkpoint_every_s": 0},  # the second checkpoint marks mid-sweep
     )
     storage = tmp_path / "tune"
 
