@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from dualtune.core.engine.observation import Observation
-from dualtune.core.engine.operands import operand
+from dualtune.core.engine.operands import operand, zero
 
 
 class PrimalTerms(NamedTuple):
@@ -35,6 +35,15 @@ class PrimalTerms(NamedTuple):
     weights: Tensor
     """∂loss/∂g_j at the observed constraint values: what back-propagating from g with
     these weights gives the parameters is the gradient of ``primal_loss``, bit for bit."""
+
+
+def plus_objective(objective: Tensor, terms: Tensor) -> Tensor:
+    """objective + terms for a fresh ``terms`` (a sum the caller just formed): in place on
+    it when that gives the same tensor (same dtype, ``objective`` broadcasting into it),
+    which saves an allocation on a step whose ops are a few hundred values each."""
+    if objective.dtype == terms.dtype and (objective.dim() == 0 or objective.shape == terms.shape):
+        return terms.add_(objective)
+    return objective + terms
 
 
 class Method(ABC):
@@ -172,7 +181,7 @@ class FL(Method):
         # ∂/∂g of Σ λ_j (g_j − ε) is λ: autograd's sum → product → difference chain passes
         # 1·λ = λ through unchanged.
         weights = lam if lam.dtype == defect.dtype else lam.to(defect.dtype)
-        return PrimalTerms(objective + (weights * defect).sum(-1), weights)
+        return PrimalTerms(plus_objective(objective, (weights * defect).sum(-1)), weights)
 
 
 class RFL(FL):
@@ -202,45 +211,58 @@ def augmented_terms(defect: Tensor, lam: Tensor, rho: float | Tensor, *, equalit
               = d(λ + ρd/2)   where λ + ρd ≥ 0,   −λ²/(2ρ) elsewhere.
     The piecewise form has no 1/ρ where it matters, so ρ = 0 gives the plain Lagrangian
     λd instead of Cooper's NaN (cooper#106); the other branch never depends on θ.
+
+    Rounded as h = (ρ/2)d, a = λ + h and ψ = d·a on the smooth branch, whose side is the
+    sign of a + h (= λ + ρd): a + h is also what autograd's product rule gives for ∂ψ/∂d
+    there, so the closed form (``augmented_terms_and_weights``) has the branch and the
+    gradient in one tensor.
     """
     if lam.dtype != defect.dtype:
         lam = lam.to(defect.dtype)
     if isinstance(rho, Tensor):
         rho_t = rho.to(defect.dtype)
-        smooth = defect * (lam + 0.5 * rho_t * defect)
+        h = defect * (0.5 * rho_t)
+        a = lam + h
+        smooth = defect * a
         if equality:
             return smooth.sum(-1)
         flat = -(lam * lam) / (2.0 * rho_t.clamp_min(torch.finfo(defect.dtype).tiny))
-        return torch.where(lam + rho_t * defect >= 0, smooth, flat).sum(-1)
-    smooth = defect * torch.add(lam, defect, alpha=0.5 * rho)
-    if equality:
-        return smooth.sum(-1)
-    if rho <= 0.0:
+        return torch.where(a + h >= 0, smooth, flat).sum(-1)
+    h = defect * operand(0.5 * rho, defect)
+    a = lam + h
+    smooth = defect * a
+    if equality or rho <= 0.0:
         # λ ≥ 0 keeps λ + 0·d ≥ 0: the smooth branch everywhere.
         return smooth.sum(-1)
-    flat = lam * lam * (-0.5 / rho)
-    return torch.where(torch.add(lam, defect, alpha=rho) >= 0, smooth, flat).sum(-1)
+    z = zero(defect)
+    return torch.where(a + h >= z, smooth, _flat(lam, rho, z)).sum(-1)
+
+
+def _flat(lam: Tensor, rho: float, z: Tensor) -> Tensor:
+    """−λ²/(2ρ), the flat branch of ψ (scalar ρ > 0), in one op: (−1/(2ρ))·λ·λ + 0."""
+    return torch.addcmul(z, lam, lam, value=-0.5 / rho)
 
 
 def augmented_terms_and_weights(
     defect: Tensor, lam: Tensor, rho: float, *, equality: bool
 ) -> tuple[Tensor, Tensor]:
-    """``augmented_terms`` (scalar ρ) and its gradient in the defect, ∂ψ/∂d = λ + ρd on the
-    smooth branch and 0 on the flat one, computed the way autograd differentiates
-    ``augmented_terms``: with a = λ + (ρ/2)d and ψ = d·a, the product rule gives a·1 + d·(ρ/2),
-    which rounds differently from λ + ρd."""
+    """``augmented_terms`` (scalar ρ) and its gradient in the defect, computed the way
+    autograd differentiates ``augmented_terms``: with h = (ρ/2)d, a = λ + h and ψ = d·a, the
+    product rule gives a·1 + (d·1)(ρ/2) = a + h on the smooth branch and 0 on the flat one
+    (where a + h < 0: the gradient is [a + h]₊)."""
     if lam.dtype != defect.dtype:
         lam = lam.to(defect.dtype)
-    half = 0.5 * rho
-    a = torch.add(lam, defect, alpha=half)
+    h = defect * operand(0.5 * rho, defect)
+    a = lam + h
     smooth = defect * a
-    weights = a + defect * operand(half, defect)
+    slope = a.add_(h)  # a is spent; fresh tensors are updated in place from here on
     if equality or rho <= 0.0:
-        return smooth.sum(-1), weights
-    flat = lam * lam * operand(-0.5 / rho, lam)
-    zero = operand(0.0, defect)
-    active = torch.add(lam, defect, alpha=rho) >= zero
-    return torch.where(active, smooth, flat).sum(-1), torch.where(active, weights, zero)
+        return smooth.sum(-1), slope
+    z = zero(defect)
+    active = slope >= z
+    terms = torch.where(active, smooth, _flat(lam, rho, z), out=smooth).sum(-1)
+    # clamp_min_ is where(active, slope, 0) but keeps a NaN slope, as autograd's 0·NaN does
+    return terms, slope.clamp_min_(z)
 
 
 class ALM(Method):
@@ -270,7 +292,7 @@ class ALM(Method):
         if isinstance(self.rho, Tensor):  # a pack's (K, 1) ρ: differentiate primal_loss
             return None
         terms, weights = augmented_terms_and_weights(defect, lam, self.rho, equality=self.equality)
-        return PrimalTerms(objective + terms, weights)
+        return PrimalTerms(plus_objective(objective, terms), weights)
 
     def dual_error(self, defect: Tensor, lam: Tensor) -> Tensor | None:
         return operand(self.rho, defect) * defect

@@ -33,3 +33,10 @@ def operand(value: float | Tensor, like: Tensor) -> float | Tensor:
     if isinstance(value, Tensor) or like.dtype not in _EXACT:
         return value
     return _constant(float(value), like.dtype, like.device)
+
+
+def zero(like: Tensor) -> Tensor:
+    """A cached 0-d zero of ``like``'s dtype and device, for every dtype: 0 is exact in
+    each, and so are the comparisons, clamps and sums it takes part in. Never write into
+    it."""
+    return _constant(0.0, like.dtype, like.device)
