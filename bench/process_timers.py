@@ -40,6 +40,8 @@ from bench import timers
 
 ENV = "DUALTUNE_BENCH_P6"
 """Folder for the CLI's and the driver's timings; the workers' go to ``timers.ENV``."""
+EXEC_ENV = "DUALTUNE_BENCH_P6_EXEC_AT"
+"""When the CLI exec'd into the driver (``time.time()``), for the driver's start."""
 MISSING_FILE = "missing.txt"
 DRIVER_MODULE = "dualtune.worker.driver"
 DRIVER_IMPORTS = ("ray", "torch", "mlflow", DRIVER_MODULE)
@@ -232,7 +234,10 @@ def install() -> None:
         return
     tolerate_missing_targets()
     recorder = timers.Recorder(Path(directory) / f"{role}.jsonl")
-    started, now = process_started(), time.time()
+    # A driver the CLI exec'd into keeps the CLI's pid, so its start in /proc is the CLI's:
+    # the CLI passes the moment it exec'd instead.
+    exec_at = os.environ.pop(EXEC_ENV, None)
+    started, now = float(exec_at) if exec_at else process_started(), time.time()
     recorder.record(timers.Call("process: start → site", started, now, 0.0, os.getpid()))
     if role == "driver":
         sys.meta_path.insert(0, _TimeDriver(recorder))
@@ -243,6 +248,24 @@ def install() -> None:
         recorder.record(timers.Call("process: exit", at, at, 0.0, os.getpid()))
 
     atexit.register(exited)
+    _record_exit_before(recorder, os, "_exit")  # no atexit hook runs there
+    _record_exit_before(recorder, os, "execv")
+
+
+def _record_exit_before(recorder: timers.Recorder, owner: ModuleType, name: str) -> None:
+    """Record the process's exit when it calls ``owner.name`` (``os._exit``, or ``os.execv``
+    into another program: that one's start is this moment, passed in ``EXEC_ENV``)."""
+    call: Callable[..., Any] = getattr(owner, name)
+
+    @functools.wraps(call)
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        at = time.time()
+        recorder.record(timers.Call("process: exit", at, at, 0.0, os.getpid()))
+        if name == "execv":
+            os.environ[EXEC_ENV] = repr(at)
+        return call(*args, **kwargs)
+
+    setattr(owner, name, recorded)
 
 
 def site_dir(directory: Path) -> Path:

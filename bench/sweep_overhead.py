@@ -217,18 +217,30 @@ def cli_breakdown(
         for c in driver
         if c.name.startswith("import: ") and c.end <= sweep.start
     }
+    # The CLI either exec's into the driver (its exit is the driver's start) or spawns it and
+    # waits (it exits after the driver).
+    exec_d = cli_exit.start <= drv_start.start
     timeline = {
         # A clock tick (10 ms) of resolution: the start may read a little before the launch.
         "launch until the CLI's interpreter starts": max(0.0, cli_start.start - launched),
         "CLI: Python start-up": cli_start.end - cli_start.start,
-        "CLI: its imports, the spec check, spawning the driver": drv_start.start - cli_start.end,
+        (
+            "CLI: its imports, the spec check, exec into the driver"
+            if exec_d
+            else "CLI: its imports, the spec check, spawning the driver"
+        ): drv_start.start - cli_start.end,
         "driver: Python start-up": drv_start.end - drv_start.start,
         "driver: imports (Ray, torch, MLflow, dualtune), the spec": sweep.start - drv_start.end,
         "driver: run_sweep": sweep.end - sweep.start,
-        "driver: after run_sweep (the report printed, Ray shut down)": drv_exit.start - sweep.end,
-        "driver: interpreter teardown, until the CLI's exit": cli_exit.start - drv_exit.start,
-        "CLI: its exit": ended - cli_exit.start,
+        "driver: after run_sweep (the report printed, Ray left)": drv_exit.start - sweep.end,
     }
+    if exec_d:
+        timeline["driver: its exit (its own Ray runtime killed)"] = ended - drv_exit.start
+    else:
+        timeline["driver: interpreter teardown, until the CLI's exit"] = (
+            cli_exit.start - drv_exit.start
+        )
+        timeline["CLI: its exit"] = ended - cli_exit.start
     inside = [c for c in driver if sweep.start <= c.start and c.end <= sweep.end]
     pieces: dict[str, float] = {}
     for c in inside:
@@ -240,7 +252,9 @@ def cli_breakdown(
             label = c.name.removeprefix("driver: ")
         pieces[label] = pieces.get(label, 0.0) + c.exclusive
     pieces["run_sweep, untimed"] = pieces.pop("run_sweep", 0.0)
-    inits = [c.name.removeprefix("ray.init: ") for c in inside if c.name.startswith("ray.init")]
+    # The driver connects on a thread of its own from before run_sweep (its wait for that
+    # thread is inside, as "Ray: start or join").
+    inits = [c.name.removeprefix("ray.init: ") for c in driver if c.name.startswith("ray.init")]
     tune = (
         packing._breakdown(inside, dict(workers), wall)
         if _one(inside, "driver: Tuner.fit")

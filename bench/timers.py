@@ -22,6 +22,7 @@ import importlib.machinery
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +47,16 @@ class Call:
 class Recorder:
     sink: Path | None = None
     calls: list[Call] = field(default_factory=list)
-    _nested: list[float] = field(default_factory=list)
+    _threads: threading.local = field(default_factory=threading.local)
+    """Per thread, the inner time of each timed call open on it (a driver connects to Ray
+    on a thread of its own while its main thread imports)."""
+
+    @property
+    def _nested(self) -> list[float]:
+        nested: list[float] | None = getattr(self._threads, "nested", None)
+        if nested is None:
+            nested = self._threads.nested = []
+        return nested
 
     def record(self, call: Call) -> None:
         self.calls.append(call)

@@ -111,4 +111,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # Everything is written by now: end without the interpreter's slow shutdown (Ray's
+    # atexit, Tune's and MLflow's threads), as worker.process_exit explains.
+    from dualtune.worker.process_exit import exit_process
+
+    exit_process(status)

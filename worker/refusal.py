@@ -12,29 +12,24 @@ experiment. Two mechanisms stop it:
 * ``RefusalWatchdog``: Tune's stop waits for a trial's next report, and a trial that
   reports rarely (long epochs, a long evaluation) or an experiment restored from before the
   stopper existed would keep the driver alive. Once armed it gives the Tuner
-  ``DUALTUNE_REFUSED_GRACE_S`` seconds, then shuts Ray down, kills what is left of this
+  ``DUALTUNE_REFUSED_GRACE_S`` seconds, then leaves Ray, kills what is left of this
   process's children and exits with ``REFUSED`` (6).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
 import threading
 from typing import Any, NoReturn
 
-import psutil
 from ray.tune import Stopper
 
 from dualtune.worker.events import REFUSED, refusal
+from dualtune.worker.process_exit import exit_process
 
 log = logging.getLogger("dualtune.worker.refusal")
 GRACE_S = float(os.environ.get("DUALTUNE_REFUSED_GRACE_S", "15"))
-RAY_SHUTDOWN_S = 5.0
-"""How long Ray may take to shut down gracefully (seen: 12 s for a local runtime on a busy
-machine) before what is left of it is killed: a refused driver has nothing to save."""
 
 
 class StopWhenRefused(Stopper):
@@ -51,34 +46,10 @@ class StopWhenRefused(Stopper):
         return refusal(self.sweep_id) is not None
 
 
-def _shutdown_ray() -> None:
-    import ray
-
-    with contextlib.suppress(Exception):  # the process exits next, whatever Ray says
-        ray.shutdown()
-
-
 def end_process(status: int = REFUSED) -> NoReturn:
-    """Shut Ray down (within ``RAY_SHUTDOWN_S``), SIGKILL this process's remaining
-    descendants (Ray's raylet, GCS and workers of a local runtime) and exit with
-    ``status`` at once, without the interpreter's shutdown (Tune's threads may hold it).
-    A driver on a remote cluster has no such descendants: the cluster ends the job's
-    actors when its driver is gone."""
-    stopper = threading.Thread(target=_shutdown_ray, name="dualtune-ray-shutdown", daemon=True)
-    stopper.start()
-    stopper.join(RAY_SHUTDOWN_S)
-    with contextlib.suppress(psutil.Error):
-        children = psutil.Process().children(recursive=True)
-        for child in children:
-            with contextlib.suppress(psutil.Error):
-                child.kill()
-        psutil.wait_procs(children, timeout=5)
-    log.info("exiting with status %d", status)
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(status)
+    """Exit with ``status`` at once (``worker.process_exit``): a refused driver has nothing
+    to save, and Tune's threads may hold the interpreter's shutdown."""
+    exit_process(status)
 
 
 class RefusalWatchdog:

@@ -10,10 +10,10 @@ resumes from its own state; a member whose child run had already finished is not
 At each evaluation the order is: buffer every member's metrics (``log_metrics``, which
 flushes when due), then save the checkpoint with what is still unsent when one is due
 (``limits.checkpoint_every_s`` since the previous, and always at the end), then report to
-Tune. A process that dies in between resumes from the last checkpoint, buffers its unsent
-metrics again (``restore_unsent``), trains the evaluations since then again and logs them
-again; the logger's watermark drops an epoch MLflow already holds, so every epoch is logged
-once.
+Tune (with the checkpoint; without one, once a second and when a member ended). A process
+that dies in between resumes from the last checkpoint, buffers its unsent metrics again
+(``restore_unsent``), trains the evaluations since then again and logs them again; the
+logger's watermark drops an epoch MLflow already holds, so every epoch is logged once.
 
 Figures (``logging.plots``): ``all`` draws each member's at its end; ``best`` leaves them to
 the driver, which draws the best trials' from the final arrays of the last checkpoint;
@@ -47,6 +47,11 @@ from dualtune.worker.unit_settings import (
     set_torch_threads,
 )
 
+REPORT_EVERY_S = 1.0
+"""Seconds between a unit's reports to Tune that carry no checkpoint. Each report is a round
+trip to the driver (the unit waits until Tune has taken it), and Tune needs only the
+members' ends and the checkpoints: the metrics go to MLflow on their own. A member's end
+(diverged) is reported at once."""
 ATTEMPTS_FILE = "dualtune_attempts"
 """Counts the starts of a unit in its Tune trial folder (which outlives its processes)."""
 
@@ -99,7 +104,7 @@ class _Unit:
         self.every = trials[0].logging.per_sample_every
         self.plots = trials[0].logging.plots
         self.checkpoint_every_s = trials[0].limits.checkpoint_every_s
-        self.last_checkpoint = time.monotonic()
+        self.last_checkpoint = self.last_report = time.monotonic()
         self.outcomes: dict[str, MemberOutcome] = {}
         self.attempt = 1
 
@@ -133,6 +138,7 @@ class _Unit:
                 self._finish(trial_id, TrialState.DIVERGED, {}, str(exc))
 
     def _report(self, epoch: int | None, checkpoint: UnitCheckpoint | None) -> None:
+        self.last_report = time.monotonic()
         report: dict[str, Any] = encode(self.outcomes)
         if epoch is not None:
             report["epoch"] = epoch
@@ -142,6 +148,12 @@ class _Unit:
         with tempfile.TemporaryDirectory() as directory:
             unit_checkpoint.save(Path(directory), checkpoint)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    def _ended_count(self) -> int:
+        return sum(outcome.ended for outcome in self.outcomes.values())
+
+    def _report_due(self) -> bool:
+        return time.monotonic() - self.last_report >= REPORT_EVERY_S
 
     def _checkpoint_due(self) -> bool:
         return time.monotonic() - self.last_checkpoint >= self.checkpoint_every_s
@@ -182,6 +194,7 @@ class _Unit:
         final_state: dict[str, Any] = {}
 
         def reporter(report: UnitEvalReport) -> None:
+            ended_before = self._ended_count()
             self._diverged(report.diverged)
             for trial_id, metrics in report.metrics.items():
                 logger = self.loggers[trial_id]
@@ -197,10 +210,10 @@ class _Unit:
             elif self._checkpoint_due():
                 self._report(report.epoch, self._checkpoint(report.state_dict()))
                 self.last_checkpoint = time.monotonic()
-            else:
+            elif self._report_due() or self._ended_count() > ended_before:
                 self._report(report.epoch, None)
 
-        self.last_checkpoint = time.monotonic()  # the period counts training time
+        self.last_checkpoint = self.last_report = time.monotonic()  # periods of training
         result = fit_unit(todo, reporter=reporter, resume=resume.state if resume else None)
         self._diverged(result.diverged)
         finals: dict[str, FinalArrays] = {}

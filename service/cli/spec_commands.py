@@ -7,7 +7,7 @@ imports the training stack (ARCHITECTURE §2, §3.7).
 
 from __future__ import annotations
 
-import subprocess
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -121,4 +121,8 @@ def run(
         command += ["--sweep-id", sweep_id]
     if no_progress:
         command.append("--no-progress")
-    raise typer.Exit(subprocess.call(command))
+    # The driver takes this process's place (its pid, its terminal, Ctrl-C): nothing is
+    # left here to wait for it and exit after it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)

@@ -253,6 +253,28 @@ def test_cli_breakdown_adds_up_to_the_wall_time() -> None:
     assert b["joined"] is True
 
 
+def test_cli_breakdown_of_a_cli_that_execs_into_the_driver_adds_up_to_the_wall_time() -> None:
+    # The CLI's exit is the driver's start (one pid); Ray starts on a thread of the driver's
+    # own before run_sweep, which waits for it.
+    cli = [_call("process: start → site", 100.1, 100.2), _call("process: exit", 101.0, 101.0)]
+    driver = [
+        _call("process: start → site", 101.0, 101.1),
+        _call("ray.init: start a local runtime", 101.5, 105.5),
+        _call("import: torch", 101.6, 103.6),
+        _call("driver: run_sweep", 104.0, 120.0, 1.0),
+        _call("driver: Ray connect", 104.5, 106.0, 1.5),
+        _call("process: exit", 121.0, 121.0),
+    ]
+    b = sweep_overhead.cli_breakdown(cli, driver, {}, launched=100.0, ended=121.2)
+    assert sum(b["timeline"].values()) == pytest.approx(21.2)
+    assert b["timeline"]["CLI: its imports, the spec check, exec into the driver"] == (
+        pytest.approx(0.8)
+    )
+    assert b["timeline"]["driver: its exit (its own Ray runtime killed)"] == pytest.approx(0.2)
+    assert b["run_sweep"]["Ray: start or join"] == pytest.approx(1.5)
+    assert b["joined"] is False
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.xdist_group("ray")

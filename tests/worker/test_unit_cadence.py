@@ -1,8 +1,9 @@
-"""How often a unit checkpoints (``limits.checkpoint_every_s``), in a real sweep (real Ray
-Tune, real MLflow): at most once per period and always at its end, and a unit that dies
-between two checkpoints still resumes to the uninterrupted result with every epoch logged
-once."""
+"""How often a unit checkpoints (``limits.checkpoint_every_s``) and reports to Tune, in a real
+sweep (real Ray Tune, real MLflow): checkpoints at most once per period and always at the
+end, reports without one about once a second; a unit that dies between two checkpoints
+still resumes to the uninterrupted result with every epoch logged once."""
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from dualtune.core.engine.fit import fit_unit
 from dualtune.worker.crash_points import AFTER_LOG, CRASH_ENV
 from dualtune.worker.driver import run_sweep
+from dualtune.worker.unit_trainable import REPORT_EVERY_S
 
 from .conftest import small_spec
 
@@ -61,6 +63,39 @@ def test_a_unit_checkpoints_at_most_once_a_period_and_always_at_its_end(
     assert [r.outcome.status for r in result.trials] == ["succeeded"]
     # One evaluation per epoch: the last checkpoint's number counts every one saved before.
     assert checkpoint_numbers(storage)[-1] == saved - 1
+
+
+def test_a_unit_reports_to_tune_about_once_a_second_not_at_every_epoch(
+    local_ray: None, tracking_uri: str, tmp_path: Path
+) -> None:
+    epochs = 40  # a few milliseconds each
+    spec = small_spec(
+        methods=["fl"],
+        grid={"epsilon": 0.3, "dual_lr": 0.1},
+        train={"epochs": epochs, "batch_size": 64, "optimizer": {"name": "adam", "lr": 0.01}},
+        logging={"per_sample_every": 1000, "plots": "none"},
+        limits={"checkpoint_every_s": 3600},
+    )
+    storage = tmp_path / "tune"
+    result = run_sweep(
+        spec,
+        sweep_id="reports",
+        storage_path=storage,
+        tracking_uri=tracking_uri,
+        show_progress=False,
+    )
+    (record,) = result.trials
+    assert record.outcome.status == "succeeded"
+    (results,) = storage.rglob("result.json")  # one line per report Tune took
+    lines = results.read_text().splitlines()
+    seconds = json.loads(lines[-1])["time_total_s"]  # the unit's time in Tune
+    assert 1 <= len(lines) < epochs / 2  # not one per epoch
+    assert len(lines) <= seconds / REPORT_EVERY_S + 2
+    # Every epoch is in MLflow all the same.
+    history = MlflowClient(tracking_uri).get_metric_history(
+        record.mlflow_run_id or "", "val/loss_mean"
+    )
+    assert sorted(m.step for m in history) == list(range(1, epochs + 1))
 
 
 def test_a_unit_that_dies_before_its_first_checkpoint_starts_again_and_logs_each_epoch_once(
