@@ -20,6 +20,8 @@ from urllib.parse import urlparse
 
 from mlflow.tracking import MlflowClient
 
+from dualtune.worker.tracking.sqlite_store import use_wal
+
 T = TypeVar("T")
 
 DEFAULT_RETRY_BUDGET_S = 30.0
@@ -58,6 +60,7 @@ def shared_client(tracking_uri: str) -> MlflowClient:
     with _clients_lock:
         client = _clients.get(tracking_uri)
         if client is None:
+            use_wal(tracking_uri)  # before the client's engine opens its first connection
             client = _clients[tracking_uri] = MlflowClient(tracking_uri=tracking_uri)
         return client
 
