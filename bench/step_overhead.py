@@ -1,7 +1,8 @@
 """P1 and P2: the cost of a constrained step, with packing off and on.
 
 P1: step time of ``fl``, ``rfl`` and ``alm`` ÷ ``erm`` on the same model and batches (the
-    per-sample multipliers of Feasible Learning: one per training sample). Target ≤ 1.05.
+    per-sample multipliers of Feasible Learning: one per training sample). Targets: ≤ 1.10
+    on the digits MLP, ≤ 1.05 on the Fashion-MNIST MLP (``Problem.p1_target``).
 P2: dualtune's FL step ÷ Cooper's FL step (IndexedMultiplier + AlternatingDualPrimalOptimizer,
     SGD dual) on the same problem. Target ≤ 0.8.
 
@@ -54,6 +55,9 @@ class Problem:
     name: str
     task: dict[str, Any]
     batch: int
+    p1_target: float
+    """P1's target for an unpacked trial (issue 15): the smaller the step, the larger the
+    share of the constrained step's fixed cost."""
 
 
 PROBLEMS = (
@@ -61,11 +65,13 @@ PROBLEMS = (
         "digits MLP (n=1,437, 64→64→10, batch 128)",
         {"name": "digits", "params": {"hidden": [64]}},
         128,
+        1.10,
     ),
     Problem(
         "Fashion-MNIST MLP (n=60,000, 784→256→256→10, batch 256)",
         {"name": "fashion_mnist", "params": {"hidden": [256, 256]}},
         256,
+        1.05,
     ),
 )
 
@@ -242,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t = measure(runs, args.repeats, device, CLOCKS[args.clock])
         row: dict[str, Any] = {
             "problem": p.name,
+            "p1_target": p.p1_target,
             "step_ms": {m: t[m] * 1e3 for m in (*METHODS, "cooper_fl")},
             "unit_of_one_step_ms": {m: t[f"unit_{m}"] * 1e3 for m in METHODS},
             "P1": {m: t[m] / t["erm"] for m in ("fl", "rfl", "alm")},
