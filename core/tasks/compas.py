@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 from dualtune.core.catalog.builtin_tasks import CompasParams
@@ -59,6 +58,10 @@ def read_compas() -> pd.DataFrame:
 
 @cached_by_params
 def _load(params: CompasParams) -> Dataset:
+    # Imported here: sklearn takes a second or more to import, and a driver that only
+    # plans a sweep over this task never loads its data.
+    from sklearn.model_selection import train_test_split
+
     frame = read_compas()
     y = frame["two_year_recid"].to_numpy(dtype=np.int64)
     train_rows, val_rows = train_test_split(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 from dualtune.core.catalog.builtin_tasks import CpsWagesParams
@@ -46,6 +45,10 @@ def read_cps1988() -> pd.DataFrame:
 
 @cached_by_params
 def _load(params: CpsWagesParams) -> Dataset:
+    # Imported here: sklearn takes a second or more to import, and a driver that only
+    # plans a sweep over this task never loads its data.
+    from sklearn.model_selection import train_test_split
+
     frame = read_cps1988()
     train_rows, val_rows = train_test_split(
         np.arange(len(frame)), test_size=params.val_fraction, random_state=params.data_seed

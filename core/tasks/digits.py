@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 
 from dualtune.core.catalog.builtin_tasks import DigitsParams
@@ -17,6 +15,11 @@ from dualtune.core.tasks.readout_models import ReadoutMLP
 
 @cached_by_params
 def _load(params: DigitsParams) -> Dataset:
+    # Imported here: sklearn takes a second or more to import, and a driver that only
+    # plans a sweep over this task never loads its data.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     x, y = load_digits(return_X_y=True)
     x_train, x_val, y_train, y_val = train_test_split(
         x / 16.0, y, test_size=params.val_fraction, stratify=y, random_state=params.data_seed

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import load_iris
-from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 
 from dualtune.core.catalog.builtin_tasks import IrisSvmParams
@@ -22,6 +20,11 @@ CLASSES = ("setosa", "versicolor", "virginica")
 
 @cached_by_params
 def _load(params: IrisSvmParams) -> Dataset:
+    # Imported here: sklearn takes a second or more to import, and a driver that only
+    # plans a sweep over this task never loads its data.
+    from sklearn.datasets import load_iris
+    from sklearn.model_selection import train_test_split
+
     x, y = load_iris(return_X_y=True)
     first, second = (CLASSES.index(c) for c in params.classes)
     keep = (y == first) | (y == second)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from sklearn.datasets import make_moons
 from torch import nn
 
 from dualtune.core.catalog.builtin_tasks import TwoMoonsParams
@@ -13,6 +12,10 @@ from dualtune.core.tasks.models import as_tensor, mlp
 
 @cached_by_params
 def _load(params: TwoMoonsParams) -> Dataset:
+    # Imported here: sklearn takes a second or more to import, and a driver that only
+    # plans a sweep over this task never loads its data.
+    from sklearn.datasets import make_moons
+
     x, y = make_moons(
         params.n_train + params.n_val, noise=params.noise, random_state=params.data_seed
     )
