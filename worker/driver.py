@@ -25,6 +25,8 @@ from ray import tune
 
 from dualtune.core.reporting import TrialOutcome, build_report
 from dualtune.core.spec import SweepSpec, TrialConfig
+from dualtune.core.tasks.base import Dataset
+from dualtune.core.tasks.shared_data import record_loads
 from dualtune.worker.best_figures import final_arrays, log_best_figures
 from dualtune.worker.callbacks import TrialEvents
 from dualtune.worker.events import EventSink, NullSink, check_not_refused, register_sink
@@ -152,7 +154,11 @@ def run_sweep(
         DriverRefusedError: the sink's receiver refused this driver (``worker.refusal``):
             the Tuner stopped every trial; no report was written.
     """
-    spec = check_sweep(spec)
+    # What the check and the planning load (a plugin's contract check, pack: auto's sizing)
+    # is loaded once and travels to the units (core.tasks.shared_data).
+    datasets: dict[str, Dataset] = {}
+    with record_loads(datasets):
+        spec = check_sweep(spec)
     storage = Path(storage_path or default_storage()).resolve()
     storage.mkdir(parents=True, exist_ok=True)
     all_trials = spec.trials()
@@ -188,13 +194,15 @@ def run_sweep(
 
     connect_ray(ray_address)
     experiment_path = str(experiment)
-    units = _units(spec, trials, experiment)
+    with record_loads(datasets):
+        units = _units(spec, trials, experiment)
     trainable = tune.with_resources(
         tune.with_parameters(
             run_unit,
             trials={t.trial_id: t.model_dump(mode="json") for t in trials},
             units=units,
             tracking=tracking,
+            datasets=datasets,
             registrations=Registrations.of_this_process(),
             environment=WorkerEnvironment.of_this_process(),
         ),

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ from dualtune.core.engine.fit import fit_unit
 from dualtune.core.engine.result import UnitEvalReport
 from dualtune.core.spec import TrialConfig
 from dualtune.core.states import TrialState
+from dualtune.core.tasks.base import Dataset
+from dualtune.core.tasks.shared_data import provide
 from dualtune.worker import unit_checkpoint
 from dualtune.worker.crash_points import AFTER_LOG, crash_point
 from dualtune.worker.outcomes import MemberOutcome, encode
@@ -241,16 +243,20 @@ def run_unit(
     trials: dict[str, dict[str, Any]],
     units: dict[str, list[str]],
     tracking: TrackingSettings,
+    datasets: Mapping[str, Dataset] | None = None,
     registrations: Registrations | None = None,
     environment: WorkerEnvironment | None = None,
 ) -> None:
     """Tune entry point: ``config["trial_id"]`` names a unit (``units``: its trial ids; a
     trial id that names no unit is a unit of itself). The driver's ``environment`` and
-    in-process ``registrations`` are applied first: the trials' configs name them."""
+    in-process ``registrations`` are applied first: the trials' configs name them; the
+    ``datasets`` the driver loaded are what the unit trains on
+    (``core.tasks.shared_data``)."""
     if environment is not None:
         environment.apply()
     if registrations is not None:
         registrations.apply()
+    provide(datasets or {})
     set_torch_threads()
     members = units.get(config["trial_id"], [config["trial_id"]])
     _Unit([TrialConfig.model_validate(trials[m]) for m in members], tracking).run()

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from dualtune.core.engine.build import build_constraint_kind
 from dualtune.core.spec import TrialConfig
 from dualtune.core.tasks import load_task
+from dualtune.core.tasks.shared_data import load_data
 
 OPTIMIZER_STATES = {"adam": 2, "adamw": 2}
 """Per-parameter state tensors of each primal optimizer (SGD: 1 with momentum, else 0)."""
@@ -40,7 +41,7 @@ def member_bytes(config: TrialConfig) -> int:
     and the activations of one training batch (forward outputs, their gradients and the
     per-member loss terms). The shared data is not counted: a pack holds it once."""
     task = load_task(config.task.name, config.task.params)
-    data = task.load()
+    data = load_data(task, config.task.name)
     torch.manual_seed(0)
     model = task.make_model(data)
     params = sum(p.numel() for p in model.parameters())

@@ -53,6 +53,7 @@ from dualtune.core.engine.trainer import STATE_VERSION, draw_batches
 from dualtune.core.spec import TrialConfig
 from dualtune.core.spec.packs import kind_pack_blocker, pack_key
 from dualtune.core.tasks import Task, load_task
+from dualtune.core.tasks.shared_data import load_data
 
 PACK_STATE_VERSION = 1
 
@@ -106,7 +107,7 @@ class PackTrainer:
         blocker = self.task.pack_blocker()
         if blocker is not None:
             raise NotPackable(f"task {first.task.name!r} cannot be packed: {blocker}")
-        self.data = self.task.load().to(self.device)
+        self.data = load_data(self.task, first.task.name).to(self.device)
         self.seed = int(first.value("seed"))
         torch.manual_seed(self.seed)
         self.model = self.task.make_model(self.data).to(self.device)

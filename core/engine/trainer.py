@@ -33,6 +33,7 @@ from dualtune.core.engine.observation import Observation
 from dualtune.core.engine.step import PrimalDualStep
 from dualtune.core.spec import TrialConfig
 from dualtune.core.tasks import Split, Task, load_task
+from dualtune.core.tasks.shared_data import load_data
 
 STATE_VERSION = 1
 
@@ -66,7 +67,7 @@ class Trainer:
         self.config = config
         self.device = resolve_device(config.train.device)
         self.task = load_task(config.task.name, config.task.params)
-        self.data = self.task.load().to(self.device)
+        self.data = load_data(self.task, config.task.name).to(self.device)
         self.seed = int(config.value("seed"))
         torch.manual_seed(self.seed)
         self.model = self.task.make_model(self.data).to(self.device)

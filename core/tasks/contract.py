@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from dualtune.core.catalog import CONSTRAINT_KINDS, TASKS
 from dualtune.core.catalog.tasks import TaskInfo
 from dualtune.core.tasks.base import Dataset, Split, Task
+from dualtune.core.tasks.shared_data import load_data
 
 CHECK_BATCH = 32
 T = TypeVar("T")
@@ -92,7 +93,10 @@ class _Checker:
 
     # -- load
     def dataset(self) -> Dataset:
-        data = self.call("load", self.task.load)
+        name = self.info.name if self.info is not None else None
+        data = self.call(
+            "load", self.task.load if name is None else lambda: load_data(self.task, name)
+        )
         if not isinstance(data, Dataset):
             raise self.fail(
                 "load",

@@ -3,6 +3,7 @@ distributions written to a folder, found by ``importlib.metadata`` once it is on
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -48,12 +49,35 @@ class WrongLossShape(TinyBlobs):
         return super().per_sample_loss(output, y).unsqueeze(1)
 
 
+class CountedParams(TinyParams):
+    loads: str = ""
+    """A file each ``load`` appends the loading process's pid to."""
+
+
+class CountedBlobs(TinyBlobs):
+    """``TinyBlobs`` that records in ``params.loads`` which process loaded its data."""
+
+    params: CountedParams
+
+    def load(self) -> Dataset:
+        with open(self.params.loads, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return super().load()
+
+
 TINY = TaskInfo(
     "tiny_blobs",
     "two Gaussian blobs (a test plugin)",
     "classification",
     TinyParams,
     f"{__name__}:TinyBlobs",
+)
+COUNTED = TaskInfo(
+    "tiny_counted",
+    "two Gaussian blobs that record who loads them (a test plugin)",
+    "classification",
+    CountedParams,
+    f"{__name__}:CountedBlobs",
 )
 WRONG_LOSS = TaskInfo(
     "tiny_wrong_loss",
