@@ -302,7 +302,7 @@ def _p6_breakdown(timed: dict[str, Any], joined: dict[str, Any]) -> list[str]:
     lines = [
         *heading,
         "The timed runs of (a): a `sitecustomize` (`bench/process_timers.py`) in every "
-        "process the run starts (the CLI, the driver it spawns, Ray's workers) records its "
+        "process the run starts (the CLI, the driver it execs into, Ray's workers) records its "
         "start and exit, the driver's pieces, and the workers' pieces as in P3. Wall time "
         + ", ".join(f"{b['wall_s']:.1f} s ({n})" for n, b in runs.items())
         + ".",
