@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import ray
+import torch
 
 from dualtune.core.spec import SweepSpec
 from tests.worker.served import served  # noqa: F401  (a real service for the driver's tests)
@@ -16,6 +17,22 @@ def local_ray() -> Iterator[None]:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread in this process, as the trials run (DUALTUNE_TORCH_THREADS): a
+    reference computed here sums in the trials' order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def checkpoint_numbers(storage: Path) -> list[int]:
+    """The numbers of the Tune checkpoints left under ``storage``; Tune numbers a trial's
+    checkpoints from 0 in the order they were saved (and keeps the last two)."""
+    return sorted(int(p.name[len("checkpoint_") :]) for p in storage.rglob("checkpoint_*"))
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@ distributions written to a folder, found by ``importlib.metadata`` once it is on
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +13,8 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from dualtune.core.catalog import TASKS
+from dualtune.core.catalog.registry import register_task
 from dualtune.core.catalog.tasks import TaskInfo, TaskParams
 from dualtune.core.tasks.base import Dataset, Split, Task
 
@@ -86,6 +90,17 @@ WRONG_LOSS = TaskInfo(
     TinyParams,
     f"{__name__}:WrongLossShape",
 )
+
+
+@contextlib.contextmanager
+def registered(info: TaskInfo) -> Iterator[str]:
+    """Task ``info`` registered in this process (``dualtune.register_task``, as in a
+    notebook) for the block; its name."""
+    register_task(info)
+    try:
+        yield info.name
+    finally:
+        TASKS.unregister(info.name)
 
 
 def write_distribution(

@@ -9,21 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from dualtune import register_task
 from dualtune.core.catalog import TASKS
 from dualtune.core.spec import SweepSpec
 from dualtune.worker.driver import run_sweep
 from dualtune.worker.unit_settings import Registrations
-from tests.worker.plugins import TINY
+from tests.worker.plugins import TINY, registered
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture
 def tiny_task() -> Iterator[str]:
-    register_task(TINY)
-    yield TINY.name
-    TASKS.unregister(TINY.name)
+    with registered(TINY) as name:
+        yield name
 
 
 def test_registrations_are_applied_once(tiny_task: str) -> None:

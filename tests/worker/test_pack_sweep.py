@@ -2,11 +2,9 @@
 place users look, a diverging member ends alone, and a pack whose process dies resumes
 every member exactly and logs every epoch once."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 from dualtune import core
@@ -15,17 +13,9 @@ from dualtune.worker.crash_points import AFTER_LOG, CRASH_ENV
 from dualtune.worker.driver import run_sweep
 from dualtune.worker.events import TrialEvent
 
-from .conftest import small_spec
+from .conftest import checkpoint_numbers, small_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the trials run (DUALTUNE_TORCH_THREADS)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Recorder:
@@ -101,16 +91,26 @@ def test_each_member_of_a_pack_is_its_own_trial_and_a_diverging_one_ends_alone(
             assert run.info.status == "FAILED"
 
 
+@pytest.mark.parametrize(
+    ("every_s", "checkpoints"),
+    # Every evaluation: epochs 1 and 2 saved as 0 and 1, the crash, epochs 3 and 4 as 2 and 3.
+    [(0.0, [2, 3]), (3600.0, [0])],
+    ids=["resumed from epoch 2's checkpoint", "started again: no checkpoint yet"],
+)
 def test_a_pack_that_dies_between_logging_and_its_checkpoint_logs_every_epoch_once(
     local_ray: None,
     tracking_uri: str,
     tmp_path: Path,
     one_thread: None,
     monkeypatch: pytest.MonkeyPatch,
+    every_s: float,
+    checkpoints: list[int],
 ) -> None:
     # The unit's process exits once after epoch 3's metrics reached MLflow (flushed at every
-    # evaluation) and before epoch 3's checkpoint: it resumes from epoch 2's and trains and
-    # logs epoch 3 again (the issue's fresh-clone run saw steps [1, 2, 3, 3]).
+    # evaluation) and before epoch 3's checkpoint: it resumes from epoch 2's (a checkpoint
+    # at every evaluation) or from the start (one an hour: none saved yet), trains the
+    # epochs since again, and the child runs' watermarks drop those MLflow already has (the
+    # issue's fresh-clone run saw steps [1, 2, 3, 3]).
     monkeypatch.setenv(CRASH_ENV, f"{AFTER_LOG}:3")
     monkeypatch.setenv("DUALTUNE_MLFLOW_FLUSH_S", "0")
     spec = small_spec(
@@ -119,19 +119,21 @@ def test_a_pack_that_dies_between_logging_and_its_checkpoint_logs_every_epoch_on
         grid={"epsilon": [0.1, 0.2, 0.3], "dual_lr": 0.1},
         train={"epochs": 4, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.003}},
         logging={"per_sample_every": 2, "plots": "none"},
-        limits={"max_trials": 10, "max_failures": 1, "checkpoint_every_s": 0},
+        limits={"max_trials": 10, "max_failures": 1, "checkpoint_every_s": every_s},
         pack=3,
     )
+    storage = tmp_path / "tune"
     result = run_sweep(
         spec,
         sweep_id="crash-pack",
-        storage_path=tmp_path / "tune",
+        storage_path=storage,
         tracking_uri=tracking_uri,
         show_progress=False,
     )
     assert [(r.outcome.status, r.attempts) for r in result.trials] == [("succeeded", 2)] * 3
+    assert checkpoint_numbers(storage) == checkpoints  # the last two, numbered from 0
 
-    uninterrupted = fit_unit(spec.trials())  # resumed exactly, from epoch 2's state
+    uninterrupted = fit_unit(spec.trials())  # resumed exactly
     client = MlflowClient(tracking_uri)
     for r in result.trials:
         expected = uninterrupted.results[r.outcome.trial_id].final

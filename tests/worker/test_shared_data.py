@@ -10,20 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from dualtune import register_task
-from dualtune.core.catalog import TASKS
 from dualtune.core.spec import SweepSpec
 from dualtune.worker.driver import run_sweep
-from tests.worker.plugins import COUNTED
+from tests.worker.plugins import COUNTED, registered
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture
 def counted_task() -> Iterator[str]:
-    register_task(COUNTED)
-    yield COUNTED.name
-    TASKS.unregister(COUNTED.name)
+    with registered(COUNTED) as name:
+        yield name
 
 
 def spec(task: str, loads: Path, pack: str | int) -> SweepSpec:
