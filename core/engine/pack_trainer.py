@@ -72,12 +72,18 @@ class _Observer(nn.Module):
         self.model = model
         self.task = task
         self.kind = kind
+        self.values_are_losses = kind.values_are_losses(task)
+        """The constraint values of a batch are its losses: computed once per step."""
         self.index: list[Tensor | None] = [None]
 
     def forward(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         output = self.model(batch.x)
         losses = self.task.per_sample_loss(output, batch.y)
-        constraint = self.kind.observe(self.task, self.model, output, batch)
+        constraint = (
+            ConstraintBatch(losses, batch.index)
+            if self.values_are_losses
+            else self.kind.observe(self.task, self.model, output, batch)
+        )
         # The observed indices depend on the batch only, never on a member's parameters.
         self.index[0] = constraint.index
         objective = self.kind.objective(self.task, self.model, losses)

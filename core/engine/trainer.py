@@ -29,7 +29,7 @@ from dualtune.core.engine.evaluation import (
     per_sample_arrays,
 )
 from dualtune.core.engine.multipliers import Multipliers
-from dualtune.core.engine.observation import Observation
+from dualtune.core.engine.observation import ConstraintBatch, Observation
 from dualtune.core.engine.step import PrimalDualStep
 from dualtune.core.spec import TrialConfig
 from dualtune.core.tasks import Split, Task, load_task
@@ -72,6 +72,8 @@ class Trainer:
         torch.manual_seed(self.seed)
         self.model = self.task.make_model(self.data).to(self.device)
         self.kind = build_constraint_kind(config, self.data, self.model, task=self.task)
+        self._values_are_losses = self.kind.values_are_losses(self.task)
+        """The constraint values of a batch are its losses: computed once per step."""
         self.per_sample_kind = CONSTRAINT_KINDS[config.constraint.kind].per_sample
         self.epsilon = constraint_epsilon(config, self.kind)
         self.method = build_method(config, self.kind)
@@ -104,10 +106,15 @@ class Trainer:
     def _observe(self, batch: Batch) -> Observation:
         output = self.model(batch.x)
         losses = self.task.per_sample_loss(output, batch.y)
+        constraint = (
+            ConstraintBatch(losses, batch.index)
+            if self._values_are_losses
+            else self.kind.observe(self.task, self.model, output, batch)
+        )
         return Observation(
             objective=self.kind.objective(self.task, self.model, losses),
             erm_loss=losses.mean(),
-            constraint=self.kind.observe(self.task, self.model, output, batch),
+            constraint=constraint,
         )
 
     def batches(self) -> Iterator[Batch]:

@@ -85,6 +85,15 @@ class ConstraintKind(ABC):
     def evaluate(self, task: Task, model: nn.Module, output: Tensor, split: Split) -> Tensor:
         """All constraint values on a whole split (for metrics; no gradients needed)."""
 
+    def values_are_losses(self, task: Task) -> bool:
+        """Whether ``observe`` on a batch gives the batch's per-sample losses
+        (``task.per_sample_loss``) as its values, at the batch's indices: the trainers,
+        which compute those losses anyway, then use them instead of computing them again
+        (``sample_loss`` with the task's own ``sample_constraint`` left as the loss). False
+        unless a kind says so."""
+        del task
+        return False
+
     def extra_metrics(
         self, task: Task, model: nn.Module, output: Tensor, split: Split, prefix: str
     ) -> dict[str, Tensor]:

@@ -32,6 +32,13 @@ class SampleLoss(ConstraintKind):
     def evaluate(self, task: Task, model: nn.Module, output: Tensor, split: Split) -> Tensor:
         return task.sample_constraint(output, split.y)
 
+    def values_are_losses(self, task: Task) -> bool:
+        # Task.sample_constraint is the loss; a kind or task that overrides it is not.
+        return (
+            type(self).observe is SampleLoss.observe
+            and type(task).sample_constraint is Task.sample_constraint
+        )
+
     def objective(self, task: Task, model: nn.Module, losses: Tensor) -> Tensor:
         """Feasible Learning has no objective (0) unless the task defines one."""
         own = task.objective(model)
