@@ -22,8 +22,9 @@ from dualtune.service.db.repository import Repository
 from dualtune.service.launchers import FakeLauncher
 from dualtune.service.reconciler import Reconciler
 from dualtune.service.settings import Settings
+from tests.ports import free_port
 from tests.service.api.helpers import small_spec
-from tests.service.stack import ThreadedServer, free_port
+from tests.service.stack import ThreadedServer
 
 runner = CliRunner()
 

@@ -32,9 +32,10 @@ from dualtune.service.db.repository import Repository
 from dualtune.service.launchers import FakeLauncher
 from dualtune.service.reconciler import Reconciler
 from dualtune.service.settings import Settings
+from tests.ports import free_port
 from tests.service.api.helpers import small_spec
 from tests.service.plugins import BROKEN_SOURCE, GOOD_SOURCE, env_with, write_plugin_distribution
-from tests.service.stack import ThreadedServer, free_port
+from tests.service.stack import ThreadedServer
 
 
 class Service:

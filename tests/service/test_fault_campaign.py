@@ -39,13 +39,13 @@ from dualtune.service.faults import (
     LAUNCH_STARTED,
     POINTS,
 )
+from tests.ports import free_port
 from tests.scratch_db import scratch_postgres
 from tests.service.campaign import sampler as drivers
 from tests.service.campaign.database import Snapshot, lease_owner, snapshot
 from tests.service.campaign.mlflow_runs import sweep_runs
 from tests.service.campaign.proxy import Balancer
 from tests.service.campaign.services import ServiceProcess, cli, embedded, replica, stop_drivers
-from tests.service.stack import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
 

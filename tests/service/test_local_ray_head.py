@@ -21,7 +21,7 @@ import pytest
 from dualtune.core.spec import Runtime
 from dualtune.service.launchers import LaunchRequest, LocalLauncher, local_ray_head
 from dualtune.service.launchers.local_ray_head import LocalRayHead
-from tests.service.stack import free_port
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]
 

@@ -21,12 +21,7 @@ from dualtune.service.cli import app as cli
 from dualtune.service.db.engine import make_engine
 from dualtune.service.db.migrate import upgrade
 from dualtune.service.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.ports import free_port
 
 
 def other_local_address() -> str | None:

@@ -15,7 +15,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.service.stack import Stack, final, free_port, wait_for
+from tests.ports import free_port
+from tests.service.stack import Stack, final, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
 

@@ -21,7 +21,8 @@ from dualtune.service.launchers import FakeLauncher
 from dualtune.service.reconciler import Reconciler
 from dualtune.service.records import Sweep, Tenant, Trial
 from dualtune.service.settings import Settings
-from tests.service.stack import ThreadedServer, free_port
+from tests.ports import free_port
+from tests.service.stack import ThreadedServer
 
 
 @dataclass

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from dualtune.core.mlflow_links import VIEW_QUERY
 from dualtune.core.spec import SweepSpec
 from dualtune.worker.driver import SweepResult, run_sweep
 from dualtune.worker.tracking.run_names import child_run_name
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
@@ -108,12 +108,6 @@ def sweep(
     return Sweep(result, tracking_uri, str(experiment.experiment_id))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + SERVER_START_S
     while time.monotonic() < deadline:
@@ -132,7 +126,7 @@ def _wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
 @pytest.fixture(scope="module")
 def mlflow_ui(sweep: Sweep, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``mlflow server`` on a free loopback port over the sweep's store, as a user runs it."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     workdir = tmp_path_factory.mktemp("mlflow-server")
     log = workdir / "server.log"

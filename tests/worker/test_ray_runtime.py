@@ -15,7 +15,7 @@ from ray import tune
 
 from dualtune.worker import ray_runtime
 from dualtune.worker.ray_runtime import connect_ray, job_env, ray_address, tune_config_overrides
-from tests.service.stack import free_port
+from tests.ports import free_port
 
 
 def test_the_address_is_the_argument_then_rays_job_then_dualtunes(

@@ -22,8 +22,8 @@ from dualtune.service.records import NewTrial, Tenant
 from dualtune.service.settings import Settings
 from dualtune.worker.events import TrialEvent
 from dualtune.worker.service_link import ServiceEventSink, ServiceLink, ServiceRejectedError
+from tests.ports import free_port
 from tests.service.stack import ThreadedServer as Server
-from tests.service.stack import free_port
 
 
 def _launched_sweep(

@@ -3,7 +3,6 @@ and a killed driver. All on real Ray, real MLflow, real processes and signals.""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from dualtune import core
 from dualtune.worker.crash_points import AFTER_LOG, CRASH_ENV
 from dualtune.worker.driver import run_sweep
+from tests.ports import free_port
 
 from .conftest import small_spec
 
@@ -150,12 +150,6 @@ def test_a_diverging_trial_ends_diverged_and_the_others_finish(
     assert "diverged at epoch" in diverged.outcome.error
     client = MlflowClient(tracking_uri)
     assert client.get_run(diverged.mlflow_run_id or "").data.tags["dualtune.status"] == "diverged"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -34,9 +34,9 @@ from dualtune.service.auth import new_tenant_token, new_worker_token
 from dualtune.service.db.engine import make_engine
 from dualtune.service.db.repository import Repository
 from dualtune.service.usecases.sweeps import submit_sweep
+from tests.ports import free_port
 from tests.scratch_db import empty_database
 from tests.service.api.helpers import small_spec
-from tests.service.stack import free_port
 
 pytestmark = pytest.mark.slow
 

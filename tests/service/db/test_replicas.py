@@ -19,7 +19,7 @@ from dualtune.service.db.repository import Repository
 from dualtune.service.launchers import FakeLauncher
 from dualtune.service.reconciler import Reconciler
 from dualtune.service.records import NewTrial
-from tests.service.stack import free_port
+from tests.ports import free_port
 
 
 def _replica(url: str, owner: str, seconds: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]

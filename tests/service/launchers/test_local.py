@@ -11,7 +11,7 @@ import pytest
 from dualtune.core.spec import Runtime
 from dualtune.service.launchers import DriverState, LaunchRequest, LocalLauncher
 from dualtune.service.launchers.base import expand_env
-from tests.service.stack import free_port
+from tests.ports import free_port
 
 
 def _request(

@@ -28,7 +28,8 @@ from dualtune.service.errors import Unavailable
 from dualtune.service.launchers import DriverState, LaunchRequest, RayJobsLauncher
 from dualtune.service.launchers.ray_jobs import default_ray_token as default_token
 from dualtune.service.settings import Settings
-from tests.service.stack import ThreadedServer, final, free_port, wait_for
+from tests.ports import free_port
+from tests.service.stack import ThreadedServer, final, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
