@@ -70,7 +70,8 @@ def drive_sweep(
         return 3
     from dualtune.worker.driver import run_sweep
     from dualtune.worker.preflight import InvalidSweepError
-    from dualtune.worker.refusal import RefusalWatchdog, end_process
+    from dualtune.worker.process_exit import exit_process
+    from dualtune.worker.refusal import RefusalWatchdog
     from dualtune.worker.tracking import tracking_uri_from_env
 
     watchdog = RefusalWatchdog()
@@ -96,7 +97,7 @@ def drive_sweep(
         console.print(f"{exc}; the Tuner stopped", markup=False, highlight=False)
         sink.close(0)
         link.close()
-        end_process(REFUSED)  # Ray down (its leftovers killed) and out: nothing more here
+        exit_process(REFUSED)  # Ray left (its leftovers killed) and out: nothing more here
     except InvalidSweepError as exc:
         console.print(f"sweep {sweep_id} cannot run: {exc}", markup=False, highlight=False)
         sink.close(0)

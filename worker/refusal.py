@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, NoReturn
+from typing import Any
 
 from ray.tune import Stopper
 
@@ -44,12 +44,6 @@ class StopWhenRefused(Stopper):
 
     def stop_all(self) -> bool:
         return refusal(self.sweep_id) is not None
-
-
-def end_process(status: int = REFUSED) -> NoReturn:
-    """Exit with ``status`` at once (``worker.process_exit``): a refused driver has nothing
-    to save, and Tune's threads may hold the interpreter's shutdown."""
-    exit_process(status)
 
 
 class RefusalWatchdog:
@@ -75,4 +69,4 @@ class RefusalWatchdog:
 
     def _fire(self) -> None:
         log.error("the Tuner did not stop in %.0f s: shutting Ray down, exiting", self.grace_s)
-        end_process(REFUSED)
+        exit_process(REFUSED)  # a refused driver has nothing to save
