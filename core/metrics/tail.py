@@ -12,6 +12,10 @@ import math
 import torch
 from torch import Tensor
 
+# One definition of the group metrics (ARCHITECTURE §3.4), in group.py; dp_gap re-exported.
+from dualtune.core.metrics.group import dp_gap as dp_gap
+from dualtune.core.metrics.group import mean_by_group
+
 CVAR_LEVELS = (0.01, 0.05, 0.1)
 QUANTILES = (("loss_q50", 0.5), ("loss_q90", 0.9), ("loss_q99", 0.99))
 
@@ -104,20 +108,8 @@ def feasible_share(
 
 
 def group_rates(positive: Tensor, groups: Tensor, num_groups: int) -> tuple[Tensor, Tensor]:
-    """Positive rate of each group and the mask of groups that have samples."""
-    counts = torch.bincount(groups, minlength=num_groups)
-    hits = torch.bincount(groups, weights=positive.to(torch.float64), minlength=num_groups)
-    present = counts > 0
-    return hits / counts.clamp_min(1), present
-
-
-def dp_gap(positive: Tensor, groups: Tensor, num_groups: int) -> Tensor:
-    """Demographic-parity gap: max − min positive rate over groups with samples."""
-    rates, present = group_rates(positive, groups, num_groups)
-    rates = rates[present]
-    if rates.numel() == 0:
-        return torch.zeros((), device=positive.device)
-    return (rates.max() - rates.min()).float()
+    """Positive rate of each group (float64) and the mask of groups that have samples."""
+    return mean_by_group(positive, groups, num_groups)
 
 
 def multiplier_stats(lam: Tensor) -> dict[str, Tensor]:
