@@ -1,4 +1,5 @@
-"""The report as a terminal table: per method, the best trial and its tail metrics vs ERM."""
+"""The report as terminal tables: per method, the best trial and its tail metrics vs ERM,
+then each method's Pareto front of the selection metric against the constraint metric."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -25,7 +27,50 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}"
 
 
+def _better(direction: str) -> str:
+    return "lower is better" if direction == "min" else "higher is better"
+
+
+def _bound_text(bound: dict[str, Any] | None) -> str:
+    if not bound:
+        return ""
+    sides = [f"≥ {bound['min']:g}" if bound.get("min") is not None else ""]
+    sides.append(f"≤ {bound['max']:g}" if bound.get("max") is not None else "")
+    return " ".join(side for side in sides if side)
+
+
+def pareto_table(pareto: dict[str, Any]) -> Table:
+    """Each method's front (the report's ``pareto``): its trials in ascending constraint
+    metric, with both metrics."""
+    x, y = pareto["x"], pareto["y"]
+    bound = _bound_text(x.get("bound"))
+    title = f"Pareto fronts: {y['metric']} against {x['metric']}" + (
+        f" (feasible: {bound})" if bound else ""
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("method", style="bold")
+    table.add_column("trial")
+    table.add_column(f"{x['metric']} ({_better(x['direction'])})", justify="right")
+    table.add_column(f"{y['metric']} ({_better(y['mode'])})", justify="right")
+    for entry in pareto["methods"]:
+        points = {p["trial_id"]: p for p in entry["points"]}
+        if not entry["front"]:
+            table.add_row(entry["method"], "no trial with both metrics", "—", "—")
+            continue
+        for position, trial_id in enumerate(entry["front"]):
+            point = points[trial_id]
+            params = ", ".join(f"{k}={v}" for k, v in point["params"].items())
+            table.add_row(
+                entry["method"] if position == 0 else "",
+                escape(trial_id) + (f" [dim]{escape(params)}[/dim]" if params else ""),
+                _fmt(point["x"]),
+                _fmt(point["y"]),
+            )
+    return table
+
+
 def render_report(report: dict[str, Any], console: Console | None = None) -> None:
+    """The best-trial table, the trial counts, and the fronts (when the report has them)."""
     console = console or Console()
     counts = report["trial_counts"]
     sel = report["selection"]
@@ -72,3 +117,5 @@ def render_report(report: dict[str, Any], console: Console | None = None) -> Non
         + ("   (× = ratio to ERM's best)" if erm else ""),
         highlight=False,
     )
+    if report.get("pareto"):
+        console.print(pareto_table(report["pareto"]))

@@ -1,5 +1,6 @@
 """The sweep report: per method, the best trial by the spec's ``selection`` (feasible first),
-and the tail-metric table against ERM. Pure Python, shared by the worker and the service."""
+the tail-metric table against ERM, and each method's Pareto front (``core.pareto``). Pure
+Python, shared by the worker and the service."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dualtune.core.pareto import pareto_section
 from dualtune.core.spec import SweepSpec
 from dualtune.core.states import TRIAL_FINAL, TrialState
 
@@ -98,7 +100,9 @@ def build_report(
     """The report: counts by status, and per method the best succeeded trial that meets
     every ``selection.subject_to`` bound, by ``selection.metric``/``mode``. When none meets
     them, ``best`` is null and ``best_infeasible`` names the trial closest to the bounds.
-    ``vs_erm`` holds each method's table metrics as ratios to ERM's best (when ERM ran)."""
+    ``vs_erm`` holds each method's table metrics as ratios to ERM's best (when ERM ran).
+    ``pareto`` holds every method's trials on the constraint metric against the selection
+    metric, and each method's front (``dualtune.core.pareto.pareto_section``)."""
     sel = spec.selection
     counts = dict.fromkeys(FINAL_STATES, 0)
     for o in outcomes:
@@ -137,4 +141,5 @@ def build_report(
         "trial_counts": counts,
         "table_metrics": list(TABLE_METRICS),
         "methods": methods,
+        "pareto": pareto_section(spec, outcomes),
     }

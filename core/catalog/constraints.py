@@ -35,6 +35,14 @@ class ConstraintParams(BaseModel):
         methods that read it; false for a target fixed by the kind (an equality to 0)."""
         return True
 
+    @property
+    def front_metric(self) -> str | None:
+        """The split metric (§3.4, without its split: ``dp_gap``, ``loss_max``) that measures
+        this constraint, lower being better: the report's Pareto fronts put it against the
+        selection metric when ``selection.subject_to`` names none (``dualtune.core.pareto``).
+        ``None``: the fronts use ``constraint/violation_max``."""
+        return None
+
     def problems(
         self,
         task: TaskInfo,

@@ -156,6 +156,42 @@ class MethodReportPublic(BaseModel):
     vs_erm: dict[str, float] = Field(description="table metrics as ratios to ERM's best")
 
 
+class ParetoConstraintAxisPublic(BaseModel):
+    metric: str
+    direction: Literal["min", "max"] = Field(description="which way the metric is better")
+    bound: BoundPublic | None = Field(
+        description="the feasible region: the first selection.subject_to bound, if any"
+    )
+
+
+class ParetoSelectionAxisPublic(BaseModel):
+    metric: str
+    mode: Literal["min", "max"]
+
+
+class ParetoPointPublic(BaseModel):
+    trial_id: str
+    x: float = Field(description="the trial's constraint metric")
+    y: float = Field(description="the trial's selection metric")
+    params: dict[str, Any]
+
+
+class MethodParetoPublic(BaseModel):
+    method: str
+    points: list[ParetoPointPublic] = Field(
+        description="the method's succeeded trials with both metrics finite"
+    )
+    front: list[str] = Field(
+        description="the trial ids on the method's Pareto front, in ascending x"
+    )
+
+
+class ParetoPublic(BaseModel):
+    x: ParetoConstraintAxisPublic = Field(description="the constraint metric")
+    y: ParetoSelectionAxisPublic = Field(description="the selection metric")
+    methods: list[MethodParetoPublic]
+
+
 class ReportPublic(BaseModel):
     sweep_id: str
     name: str
@@ -165,6 +201,11 @@ class ReportPublic(BaseModel):
     table_metrics: list[str]
     methods: list[MethodReportPublic]
     mlflow_parent_run_id: str | None
+    pareto: ParetoPublic | None = Field(
+        default=None,
+        description="per method, every trial's constraint metric against the selection "
+        "metric and the trials on the front (null from a service that predates it)",
+    )
 
 
 class TaskPublic(BaseModel):

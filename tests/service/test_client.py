@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from rich.console import Console
 from sqlalchemy import Engine
 
 from dualtune.core.spec import SpecError, SweepSpec
@@ -25,6 +26,7 @@ from dualtune.service.api.schemas import (
     TrialPublic,
 )
 from dualtune.service.auth import new_tenant_token
+from dualtune.service.cli.views import print_report
 from dualtune.service.client import Client, ClientError, default_token, default_url
 from dualtune.service.db.engine import make_engine
 from dualtune.service.db.migrate import upgrade
@@ -163,6 +165,48 @@ def test_wait_returns_the_final_sweep_and_the_report_names_each_methods_best(
     assert "train/cvar_0.1" in {m for entry in report.methods for m in entry.vs_erm}
     assert client.trials(sweep.id, status="succeeded")[0].mlflow_run_id == "run0"
     assert "fake driver" in client.logs(sweep.id)
+
+
+def test_the_report_serves_each_methods_pareto_front_and_the_cli_prints_it(
+    service: Service, client: Client
+) -> None:
+    # finish() gives trial i train/cvar_0.1 = 1/(i+1) and every trial val/loss_mean 0.5:
+    # among fl's four, the lowest CVaR dominates the others.
+    bounded = small_spec(selection={"subject_to": {"train/cvar_0.1": {"max": 0.6}}})
+    sweep = client.submit(bounded)
+    service.finish(sweep.id)
+    report = client.report(sweep.id)
+    assert report.pareto is not None
+    x, y = report.pareto.x, report.pareto.y
+    assert (x.metric, x.direction, y.metric, y.mode) == (
+        "train/cvar_0.1",
+        "min",
+        "val/loss_mean",
+        "min",
+    )
+    assert x.bound is not None
+    assert (x.bound.min, x.bound.max) == (None, 0.6)
+    erm, fl = report.pareto.methods
+    assert [p.trial_id for p in erm.points] == erm.front
+    assert len(fl.points) == 4
+    lowest = min(fl.points, key=lambda p: p.x)
+    assert fl.front == [lowest.trial_id]
+    assert lowest.x == pytest.approx(0.2)
+    assert lowest.params["epsilon"] in (0.1, 0.3)
+    # The same body as the route's JSON, parsed back to the same model.
+    raw = httpx.get(
+        f"{service.url}/api/v1/sweeps/{sweep.id}/report",
+        headers={"Authorization": f"Bearer {service.token}"},
+    ).json()
+    assert ReportPublic.model_validate(raw) == report
+    assert raw["pareto"]["methods"][1]["front"] == [lowest.trial_id]
+
+    console = Console(record=True, width=200)
+    print_report(report, console)
+    fronts = console.export_text().split("Pareto fronts", 1)[1]
+    assert "train/cvar_0.1 (lower is better)" in fronts
+    assert lowest.trial_id in fronts
+    assert "0.2" in fronts
 
 
 class Unanswered(httpx.BaseTransport):
