@@ -3,8 +3,11 @@ the best feasible trial's metrics under ``best/`` and the trial counts, as metri
 table shows (ARCHITECTURE §3.5)."""
 
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
+from matplotlib import image
 from mlflow.tracking import MlflowClient
 
 from dualtune.core.reporting import TrialOutcome, build_report
@@ -168,7 +171,17 @@ def test_the_experiment_is_model_training_and_the_parent_shows_best_and_counts(
     assert {k: run.data.metrics[k] for k in COUNTS} == COUNTS
     assert run.data.tags["dualtune.best_trial_id"] == "fl-2"
     assert run.data.tags["dualtune.best_method"] == "fl"
-    assert "report.json" in {a.path for a in mlflow.list_artifacts(parent)}
+    assert {a.path for a in mlflow.list_artifacts(parent)} == {"report.json", "plots"}
+    # No loss curves given: the fronts are the only figure.
+    assert [a.path for a in mlflow.list_artifacts(parent, "plots")] == ["plots/pareto.png"]
+    with tempfile.TemporaryDirectory() as directory:
+        png = mlflow.download_artifacts(parent, "plots/pareto.png", directory)
+        assert image.imread(png).shape[:2] == (495, 770)  # 7 × 4.5 in at 110 dpi
+        logged = json.loads(
+            Path(mlflow.download_artifacts(parent, "report.json", directory)).read_text()
+        )
+    assert logged["pareto"] == rep["pareto"]
+    assert logged["pareto"]["methods"][1]["front"] == ["fl-2", "fl-1"]
     view = mlflow.get_experiment(experiment_id).tags["mlflow.sharedViewState.dualtune"]
     assert json.loads(view) == runs_view(rep, OUTCOMES)
 
@@ -188,3 +201,23 @@ def test_the_drivers_old_call_still_logs_the_counts_and_table_metrics(tracking_u
     metrics = MlflowClient(tracking_uri).get_run(parent).data.metrics
     assert metrics["trials/succeeded"] == 4.0
     assert metrics["best/train/feasible_frac"] == 0.92
+
+
+def test_a_sweep_where_no_trial_has_both_metrics_gets_no_pareto_figure(tracking_uri: str) -> None:
+    experiment_id = ensure_experiment(ResilientClient(tracking_uri), "glance-no-front")
+    assert experiment_id is not None
+    parent = ensure_parent_run(
+        ResilientClient(tracking_uri),
+        experiment_id,
+        sweep_id="glance-3",
+        sweep_name="glance",
+        params={},
+    )
+    assert parent is not None
+    without_bound_metric = [outcome("fl-1", val__loss_mean=0.3), outcome("rfl-1", "failed")]
+    rep = build_report(SPEC, without_bound_metric, sweep_id="glance-3")
+    assert all(m["points"] == [] for m in rep["pareto"]["methods"])
+    assert log_sweep_report(tracking_uri, parent, rep, {}, outcomes=without_bound_metric) == ""
+    mlflow = MlflowClient(tracking_uri)
+    assert {a.path for a in mlflow.list_artifacts(parent)} == {"report.json"}
+    assert mlflow.get_run(parent).info.status == "FINISHED"

@@ -139,5 +139,10 @@ def test_grid_sweep_makes_one_parent_and_a_child_per_trial(
     parent_artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert "report.json" in parent_artifacts
     assert {a.path for a in client.list_artifacts(result.parent_run_id, "plots")} == {
-        "plots/compare_loss_cdf.png"
+        "plots/compare_loss_cdf.png",
+        "plots/pareto.png",
     }
+    # Every trial succeeded with every §3.4 metric: all of them are points of the fronts.
+    fronts = result.report["pareto"]["methods"]
+    assert sum(len(m["points"]) for m in fronts) == len(trials)
+    assert all(m["front"] for m in fronts)

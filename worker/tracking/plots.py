@@ -1,13 +1,18 @@
 """The plots logged with each run: loss CDFs with the ε line, multiplier views, the
-hardest samples' images, and the sweep's comparison of each method's best trial."""
+hardest samples' images, and the sweep's comparison of each method's best trial and its
+Pareto fronts."""
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from matplotlib import ticker
+from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 
@@ -154,6 +159,94 @@ def compare_loss_cdf(
 ) -> Path:
     """Train-loss CDFs of each method's best trial on one axis."""
     return _cdf_figure(curves, epsilon, path, title, "per-sample train loss", (7, 4.5), 8)
+
+
+ERM_COLOUR = "black"
+FEASIBLE_COLOUR = "tab:green"
+
+
+def _better(direction: str) -> str:
+    return "lower is better" if direction == "min" else "higher is better"
+
+
+def _shade_feasible(ax: Axes, bound: Mapping[str, float | None] | None) -> None:
+    """The bound's side(s) as dashed lines and the feasible band between them shaded, the
+    view widened to show the lines."""
+    if not bound or (bound.get("min") is None and bound.get("max") is None):
+        return
+    low, high = bound.get("min"), bound.get("max")
+    for edge in (low, high):
+        if edge is not None:
+            ax.axvline(edge, color=FEASIBLE_COLOUR, linestyle="--", linewidth=1)
+    left, right = ax.get_xlim()
+    sides = [f"≥ {low:g}" if low is not None else "", f"≤ {high:g}" if high is not None else ""]
+    ax.axvspan(
+        left if low is None else low,
+        right if high is None else high,
+        color=FEASIBLE_COLOUR,
+        alpha=0.12,
+        linewidth=0,
+        label=f"feasible ({' '.join(s for s in sides if s)})",
+    )
+    ax.set_xlim(left, right)
+
+
+def pareto(section: Mapping[str, Any], path: Path, title: str) -> Path | None:
+    """The report's ``pareto`` section: every trial's constraint metric (x) against its
+    selection metric (y), a colour per method (ERM in black squares), each method's front as
+    a step line through its trials on it (ringed), the feasible region shaded. ``None``
+    (nothing written) when no trial has both metrics."""
+    methods = [m for m in section["methods"] if m["points"]]
+    if not methods:
+        return None
+    x_axis, y_axis = section["x"], section["y"]
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    # A front point's level holds until the next point on the side its domination reaches.
+    where: Literal["pre", "post"] = "post" if x_axis["direction"] == "min" else "pre"
+    others = iter(f"C{i}" for i in itertools.count() if i != 7)  # C7 is grey: the ERM's look
+    for entry in methods:
+        erm = entry["method"] == "erm"
+        colour = ERM_COLOUR if erm else next(others)
+        points = entry["points"]
+        by_id = {p["trial_id"]: p for p in points}
+        front = [by_id[t] for t in entry["front"]]
+        ax.scatter(
+            [p["x"] for p in points],
+            [p["y"] for p in points],
+            s=30 if erm else 18,
+            marker="s" if erm else "o",
+            color=colour,
+            alpha=0.55,
+            label=f"{entry['method']} ({len(front)} of {len(points)} on its front)",
+            zorder=3,
+        )
+        ax.step(
+            [p["x"] for p in front],
+            [p["y"] for p in front],
+            where=where,
+            color=colour,
+            linestyle="--" if erm else "-",
+            linewidth=1.4,
+            zorder=2,
+        )
+        ax.scatter(
+            [p["x"] for p in front],
+            [p["y"] for p in front],
+            s=70 if erm else 55,
+            marker="s" if erm else "o",
+            facecolors="none",
+            edgecolors=colour,
+            linewidths=1.2,
+            zorder=4,
+        )
+    _shade_feasible(ax, x_axis.get("bound"))
+    ax.set_xlabel(f"{x_axis['metric']} ({_better(x_axis['direction'])})")
+    ax.set_ylabel(f"{y_axis['metric']} ({_better(y_axis['mode'])})")
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path, left=0.11, right=0.97, bottom=0.12, top=0.92)
 
 
 HARDEST_COLUMNS = 8

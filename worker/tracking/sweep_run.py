@@ -193,11 +193,12 @@ def log_sweep_report(
     epsilon: float | None = None,
     outcomes: Sequence[TrialOutcome] = (),
 ) -> str:
-    """``report.json``, ``plots/compare_loss_cdf.png`` and, in one ``log_batch``,
-    ``parent_metrics`` (with the best trial's id and method as tags) on the parent run,
-    which is then ended. ``outcomes`` (the report's) give ``best/`` every metric of the best
-    trial; without them it gets the report's table metrics. Returns what could not be
-    logged (empty when all was)."""
+    """``report.json``, ``plots/compare_loss_cdf.png`` (when there are ``curves``),
+    ``plots/pareto.png`` (when a trial is in the report's ``pareto`` points) and, in one
+    ``log_batch``, ``parent_metrics`` (with the best trial's id and method as tags) on the
+    parent run, which is then ended. ``outcomes`` (the report's) give ``best/`` every
+    metric of the best trial; without them it gets the report's table metrics. Returns
+    what could not be logged (empty when all was)."""
     client = ResilientClient(tracking_uri)
     missing: list[str] = []
     now = int(time.time() * 1000)
@@ -219,6 +220,7 @@ def log_sweep_report(
     ok, _ = client.call(set_view)
     if not ok:
         missing.append("the runs table's view")
+    name = report.get("name", "sweep")
     with tempfile.TemporaryDirectory() as directory:
         plots_dir = Path(directory) / "plots"
         plots_dir.mkdir()
@@ -227,15 +229,18 @@ def log_sweep_report(
                 curves,
                 epsilon,
                 plots_dir / "compare_loss_cdf.png",
-                f"{report.get('name', 'sweep')}: each method's best trial",
+                f"{name}: each method's best trial",
             )
+        if report.get("pareto"):
+            plots.pareto(report["pareto"], plots_dir / "pareto.png", f"{name}: Pareto fronts")
         ok, _ = client.call(lambda c: c.log_dict(parent_run_id, report, "report.json"))
         if not ok:
             missing.append("report.json")
-        if curves:
+        drawn = sorted(p.name for p in plots_dir.iterdir())
+        if drawn:
             ok, _ = client.call(lambda c: c.log_artifacts(parent_run_id, str(plots_dir), "plots"))
             if not ok:
-                missing.append("plots/compare_loss_cdf.png")
+                missing += [f"plots/{n}" for n in drawn]
     ok, _ = client.call(lambda c: c.set_terminated(parent_run_id, "FINISHED"))
     if not ok:
         missing.append("end parent run")
