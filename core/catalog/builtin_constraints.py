@@ -32,20 +32,98 @@ class SampleLossConstraint(InequalityConstraint):
 
     kind: Literal["sample_loss"]
 
+    @property
+    def front_metric(self) -> str | None:
+        return "loss_max"
 
-class GroupRateConstraint(ConstraintParams):
-    """Per-group positive rate − overall rate = 0 (``equality``) or |·| ≤ ε."""
 
-    kind: Literal["group_rate"]
+Rate = Literal["positive", "true_positive", "false_positive", "error"]
+"""A group rate: the share of positive decisions (demographic parity), of positive decisions
+among the positives (true-positive rate: equal opportunity), among the negatives
+(false-positive rate), or of wrong decisions (error rate). Decisions are "predicts class 1";
+the positive label is class 1 (multiclass tasks: class 1 against the rest)."""
+
+RATE_METRICS: dict[str, str] = {
+    "positive": "dp_gap",
+    "true_positive": "tpr_gap",
+    "false_positive": "fpr_gap",
+    "error": "error_gap",
+}
+"""The §3.4 split metric that measures each rate's disparity (max − min over groups)."""
+
+
+class RateConstraint(ConstraintParams):
+    """Common to the rate kinds (``group_rate``, ``equalized_odds``): per group g of
+    ``attribute`` and each rate, h_g = r_g − r (the group's rate minus the overall rate) = 0
+    (``equality``) or |h_g| ≤ ε.
+
+    With ``proxy`` (the default) the multipliers ascend on the hard rates, the ones the
+    metrics count, and the primal step descends on the smooth surrogate σ(τ(p − ½))
+    (proxy-Lagrangian training: Cotter et al., JMLR 2019; TFCO; Cooper's proxy
+    constraints). With ``proxy: false`` both use the surrogate, as the statistical-equality
+    code does (τ = 8): its multipliers then settle where the *soft* rates are equal, and the
+    hard gap can stay well above the bound (0.015–0.03 on Adult).
+    """
+
     attribute: str
     equality: bool = False
     temperature: PositiveFloat = 8.0
+    """τ of the surrogate decision σ(τ(p − ½)), p the predicted probability of class 1."""
     tolerance: NonNegativeFloat = 0.01
+    """An equality counts as satisfied (``feasible_frac``) within this distance."""
+    proxy: bool = True
 
     @property
     def uses_epsilon(self) -> bool:
         # The equality targets a zero gap: ε is not read, so it does not multiply trials.
         return not self.equality
+
+    @property
+    def rates(self) -> tuple[Rate, ...]:
+        """The rates constrained, in the order of the constraint vector's blocks."""
+        raise NotImplementedError
+
+
+class GroupRateConstraint(RateConstraint):
+    """One group rate equal across groups: positive (demographic parity, the default),
+    true_positive (equal opportunity), false_positive or error rate parity."""
+
+    kind: Literal["group_rate"]
+    rate: Rate = "positive"
+
+    @property
+    def rates(self) -> tuple[Rate, ...]:
+        return (self.rate,)
+
+    @property
+    def front_metric(self) -> str | None:
+        return RATE_METRICS[self.rate]
+
+
+class EqualizedOddsConstraint(RateConstraint):
+    """Equalized odds: true- and false-positive rate parity together (Hardt et al. 2016;
+    Fairlearn's EqualizedOdds)."""
+
+    kind: Literal["equalized_odds"]
+
+    @property
+    def rates(self) -> tuple[Rate, ...]:
+        return ("true_positive", "false_positive")
+
+    @property
+    def front_metric(self) -> str | None:
+        return "eo_gap"
+
+
+class BoundedGroupLossConstraint(InequalityConstraint):
+    """Each group's mean loss ≤ ε (Fairlearn's BoundedGroupLoss; Agarwal et al. 2019)."""
+
+    kind: Literal["bounded_group_loss"]
+    attribute: str
+
+    @property
+    def front_metric(self) -> str | None:
+        return "group_loss_max"
 
 
 class ClassLossConstraint(ConstraintParams):
@@ -147,14 +225,36 @@ SAMPLE_LOSS = ConstraintKindInfo(
 
 GROUP_RATE = ConstraintKindInfo(
     "group_rate",
-    "per-group positive rate − overall rate = 0, or |·| ≤ ε (demographic parity)",
+    "per-group rate − overall rate = 0, or |·| ≤ ε; rate: positive (demographic parity, "
+    "the default), true_positive (equal opportunity), false_positive, error",
     "one per group (two per group for |·| ≤ ε)",
     GroupRateConstraint,
     f"{BUILDERS}.group_rate:GroupRate",
     needs_classification=True,
     needs_group_attribute=True,
     allows_equality=True,
-    extra_metrics=("dp_gap",),
+)
+
+
+EQUALIZED_ODDS = ConstraintKindInfo(
+    "equalized_odds",
+    "equalized odds: per-group true- and false-positive rates − the overall ones = 0, or |·| ≤ ε",
+    "two per group (four per group for |·| ≤ ε)",
+    EqualizedOddsConstraint,
+    f"{BUILDERS}.group_rate:GroupRate",
+    needs_classification=True,
+    needs_group_attribute=True,
+    allows_equality=True,
+)
+
+
+BOUNDED_GROUP_LOSS = ConstraintKindInfo(
+    "bounded_group_loss",
+    "each group's mean loss ≤ ε (Fairlearn's BoundedGroupLoss)",
+    "one per group",
+    BoundedGroupLossConstraint,
+    f"{BUILDERS}.bounded_group_loss:BoundedGroupLoss",
+    needs_group_attribute=True,
 )
 
 

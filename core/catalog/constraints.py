@@ -77,8 +77,7 @@ class ConstraintKindInfo:
     """The task must have group attributes; ``params`` then has an ``attribute: str``."""
     allows_equality: bool = False
     extra_metrics: tuple[str, ...] = ()
-    """Split metrics the kind reports beyond the common ones of §3.4: its own
-    (``descent_frac``) or a §3.4 metric that only some kinds report (``dp_gap``)."""
+    """Split metrics the kind reports beyond the common ones of §3.4 (``descent_frac``)."""
     generic: bool = True
     """Applies to any task that meets the flags above; a task-specific kind applies only to
     the tasks that list it in ``TaskInfo.constraint_kinds`` or

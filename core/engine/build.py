@@ -68,6 +68,8 @@ def build_constraint_kind(
             f"constraint kind {name!r}: {info.builder}.from_spec returned "
             f"{type(kind).__name__}, not a ConstraintKind"
         )
+    if info.needs_group_attribute and kind.group_attribute is None:
+        kind.group_attribute = getattr(config.constraint, "attribute", None)
     if info.per_sample and data is not None and kind.num_constraints() != data.train.n:
         raise ValueError(
             f"constraint kind {name!r} is per-sample but has {kind.num_constraints()} "

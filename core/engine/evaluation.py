@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from dualtune.core.engine.constraints import ConstraintKind
 from dualtune.core.engine.forward import forward_split
+from dualtune.core.metrics import group as group_metrics
 from dualtune.core.metrics import tail
 from dualtune.core.tasks.base import Dataset, Split, Task
 
@@ -35,7 +36,10 @@ def evaluate_split(
     *,
     prefix: str,
     epsilon: float,
+    group: tuple[str, int] | None = None,
 ) -> SplitEvaluation:
+    """The split's metrics; ``group`` (attribute, number of groups) adds the §3.4 group
+    metrics for that attribute."""
     output = forward_split(model, split.x, task.eval_chunk)
     with torch.no_grad():
         losses = task.per_sample_loss(output, split.y)
@@ -44,11 +48,34 @@ def evaluate_split(
         metrics[f"{prefix}/feasible_frac"] = tail.feasible_share(
             values, epsilon, equality=kind.equality, tolerance=kind.tolerance
         )
-        if task.problem == "classification":
-            metrics[f"{prefix}/accuracy"] = (task.predictions(output) == split.y).float().mean()
+        predictions = task.predictions(output) if task.problem == "classification" else None
+        if predictions is not None:
+            metrics[f"{prefix}/accuracy"] = (predictions == split.y).float().mean()
+        if group is not None:
+            codes = split.groups[group[0]]
+            if predictions is not None:
+                metrics.update(
+                    group_metrics.group_metrics(
+                        predictions, split.y, codes, group[1], losses, prefix
+                    )
+                )
+            else:
+                metrics.update(group_metrics.group_loss_metrics(losses, codes, group[1], prefix))
         metrics.update(task.extra_metrics(model, output, split, prefix))
         metrics.update(kind.extra_metrics(task, model, output, split, prefix))
     return SplitEvaluation(metrics, losses, values)
+
+
+def metrics_group(kind: ConstraintKind, data: Dataset) -> tuple[str, int] | None:
+    """The attribute the group metrics are reported for, with its number of groups: the
+    constraint's (``ConstraintKind.group_attribute``), else the task's first; ``None`` for a
+    task without group attributes."""
+    attribute = kind.group_attribute
+    if attribute is None or attribute not in data.group_names:
+        attribute = next(iter(data.group_names), None)
+    if attribute is None:
+        return None
+    return attribute, len(data.group_names[attribute])
 
 
 @dataclass(frozen=True)
@@ -68,11 +95,15 @@ def evaluate_trial(
     epsilon: float,
 ) -> TrialEvaluation:
     """Every metric of ARCHITECTURE §3.4 on train and val for one trial's model and
-    multipliers, converted to floats in one sync."""
+    multipliers (the group metrics for ``metrics_group``'s attribute), converted to floats
+    in one sync."""
     metrics: dict[str, Tensor] = {}
     splits: dict[str, SplitEvaluation] = {}
+    group = metrics_group(kind, data)
     for name in ("train", "val"):
-        ev = evaluate_split(task, model, kind, getattr(data, name), prefix=name, epsilon=epsilon)
+        ev = evaluate_split(
+            task, model, kind, getattr(data, name), prefix=name, epsilon=epsilon, group=group
+        )
         splits[name] = ev
         metrics.update(ev.metrics)
     metrics.update({f"dual/{k}": v for k, v in tail.multiplier_stats(multipliers).items()})

@@ -14,10 +14,25 @@ class ConstraintBatch:
     ``values`` stay differentiable (the primal step needs them); ``index`` selects the
     multiplier entries (for per-sample constraints, the batch's sample indices) and is
     ``None`` when every constraint of the kind is observed, in order.
+
+    ``dual_values`` are **proxy constraints** (Cotter et al. 2019, "Optimization with
+    non-differentiable constraints"; TFCO's proxy-Lagrangian, Cooper's
+    ``ConstrainedMinimizationProblem`` with ``strict_violation``): the values the dual step
+    ascends on, when they differ from the differentiable surrogate the primal step descends
+    on, e.g. a hard rate (the share of positive decisions, which the metrics count) next to
+    its sigmoid. Same shape and index as ``values``; ``None``: the dual step uses ``values``.
     """
 
     values: Tensor
     index: Tensor | None = None
+    dual_values: Tensor | None = None
+
+    @property
+    def ascent_values(self) -> Tensor:
+        """What the dual step ascends on (detached): ``dual_values`` when given, else
+        ``values``."""
+        chosen = self.values if self.dual_values is None else self.dual_values
+        return chosen.detach()
 
 
 @dataclass(frozen=True)

@@ -75,8 +75,10 @@ class _Observer(nn.Module):
         self.values_are_losses = kind.values_are_losses(task)
         """The constraint values of a batch are its losses: computed once per step."""
         self.index: list[Tensor | None] = [None]
+        self.proxy = [False]
+        """Whether the kind observed proxy constraints (``ConstraintBatch.dual_values``)."""
 
-    def forward(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         output = self.model(batch.x)
         losses = self.task.per_sample_loss(output, batch.y)
         constraint = (
@@ -86,8 +88,10 @@ class _Observer(nn.Module):
         )
         # The observed indices depend on the batch only, never on a member's parameters.
         self.index[0] = constraint.index
+        self.proxy[0] = constraint.dual_values is not None
         objective = self.kind.objective(self.task, self.model, losses)
-        return objective, losses.mean(), constraint.values
+        # vmap returns tensors only: without proxy values the surrogate stands in, unused.
+        return objective, losses.mean(), constraint.values, constraint.ascent_values
 
 
 class PackTrainer:
@@ -186,12 +190,17 @@ class PackTrainer:
     def _observe(self, batch: Batch) -> Observation:
         prefixed = {f"model.{n}": p for n, p in self.params.items()}
 
-        def member(params: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-            out: tuple[Tensor, Tensor, Tensor] = functional_call(self._observer, params, (batch,))
+        def member(params: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            out: tuple[Tensor, Tensor, Tensor, Tensor] = functional_call(
+                self._observer, params, (batch,)
+            )
             return out
 
-        objective, erm_loss, values = vmap(member, randomness="error")(prefixed)
-        return Observation(objective, erm_loss, ConstraintBatch(values, self._observer.index[0]))
+        objective, erm_loss, values, hard = vmap(member, randomness="error")(prefixed)
+        dual = hard if self._observer.proxy[0] else None
+        return Observation(
+            objective, erm_loss, ConstraintBatch(values, self._observer.index[0], dual)
+        )
 
     def train_epoch(self) -> list[str]:
         """One pass over the training data for every active member; returns the members

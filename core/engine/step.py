@@ -13,7 +13,9 @@ Schemes (λ_t the multipliers, θ_t the parameters, one observation O(θ) = (f, 
 * ``alternating_primal_first`` (a second, gradient-free evaluation at θ_{t+1}):
   θ_{t+1} = θ_t − step ∇_θ L(θ_t, λ_t);  λ_{t+1} = Π[λ_t + η e(g(θ_{t+1}), λ_t)]
 
-The step reads λ and forms d = g − ε once, for both updates. Where the method has a closed
+The step reads λ and forms d = g − ε once, for both updates. Under proxy constraints
+(``ConstraintBatch.dual_values``) the dual step's d is formed from the hard values and the
+primal step's from the differentiable surrogate. Where the method has a closed
 form of its primal loss (``Method.primal_terms``) and the objective is constant (Feasible
 Learning), the primal gradient is back-propagated from the constraint values with the
 weights ∂L/∂g rather than through an autograd graph of the Lagrangian.
@@ -132,31 +134,38 @@ class PrimalDualStep:
         gradients); ``observe_constraint`` re-evaluates only the constraints, for the
         primal-first scheme (defaults to ``observe().constraint``)."""
         obs = observe()
-        index = obs.constraint.index
-        values = obs.constraint.values.detach()
+        constraint = obs.constraint
+        index = constraint.index
+        values = constraint.values.detach()
         if not self.method.uses_multipliers:
             loss = self._primal_update(obs, None, None)
         else:
             # λ_t is read and d = g(θ_t) − ε formed once, for both the dual and the primal
-            # update.
+            # update; under proxy constraints the dual step's defect is the hard one.
             lam = self.multipliers.gather(index)
             defect = self.method.defect(values)
+            ascent = (
+                defect
+                if constraint.dual_values is None
+                else self.method.defect(constraint.ascent_values)
+            )
             if self.scheme == "alternating_dual_first":
-                lam = self._dual_update(index, defect, lam)
+                lam = self._dual_update(index, ascent, lam)
                 loss = self._primal_update(obs, lam, defect)
             elif self.scheme == "simultaneous":
                 loss = self._primal_update(obs, lam, defect)
-                self._dual_update(index, defect, lam)
+                self._dual_update(index, ascent, lam)
             else:
                 loss = self._primal_update(obs, lam, defect)
                 with torch.no_grad():
                     after = observe_constraint() if observe_constraint else observe().constraint
                 self._dual_update(
                     after.index,
-                    self.method.defect(after.values.detach()),
+                    self.method.defect(after.ascent_values),
                     self.multipliers.gather(after.index),
                 )
+        dual = None if constraint.dual_values is None else constraint.ascent_values
         detached = Observation(
-            obs.objective.detach(), obs.erm_loss.detach(), ConstraintBatch(values, index)
+            obs.objective.detach(), obs.erm_loss.detach(), ConstraintBatch(values, index, dual)
         )
         return StepOutput(loss, detached)

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dualtune.core.catalog import CONSTRAINT_KINDS
 
 SPLITS = ("train", "val")
+GROUP_METRICS = ("dp_gap", "tpr_gap", "fpr_gap", "eo_gap", "error_gap", "group_loss_max")
+"""Split metrics of §3.4 that a task with a group attribute reports (for the constraint's
+attribute, else the task's first): max − min over groups of the positive, true-positive,
+false-positive and error rates of the hard decisions (``eo_gap`` the larger of the TPR and
+FPR gaps), and the largest group mean loss."""
 SPLIT_METRICS = (
     "loss_mean",
     "loss_max",
@@ -16,8 +21,10 @@ SPLIT_METRICS = (
     "cvar_0.1",
     "feasible_frac",
     "accuracy",
-    "dp_gap",
+    *GROUP_METRICS,
 )
+CLASSIFICATION_METRICS = frozenset({"accuracy", *GROUP_METRICS} - {"group_loss_max"})
+"""Split metrics that only classification tasks report (decisions and rates)."""
 GLOBAL_METRICS = (
     "dual/lambda_mean",
     "dual/lambda_max",
@@ -32,29 +39,25 @@ METRIC_NAMES: tuple[str, ...] = (
 )
 
 
-KIND_METRICS = frozenset({"dp_gap"})
-"""Split metrics of §3.4 that only the constraint kinds declaring them (in
-``ConstraintKindInfo.extra_metrics``) report: ``dp_gap`` is ``group_rate``'s."""
-
-
 def metric_names_for(
-    problem: str, constraint_kind: str, extra: tuple[str, ...] = ()
+    problem: str, constraint_kind: str, extra: tuple[str, ...] = (), *, groups: bool = False
 ) -> tuple[str, ...]:
     """The metrics a trial of this problem type and constraint kind reports.
 
-    The kind's own split metrics come from the registry (``ConstraintKindInfo.
-    extra_metrics``); ``extra`` names more that a task adds (``rel_l2``). Each is reported
-    for both splits, as ``train/<name>`` and ``val/<name>``: a §3.4 name in its place in
-    ``METRIC_NAMES``, the others after them.
+    ``groups``: the task has a group attribute, so it reports the ``GROUP_METRICS`` (those
+    of them that apply to its problem type). The kind's own split metrics come from the
+    registry (``ConstraintKindInfo.extra_metrics``); ``extra`` names more that a task adds
+    (``rel_l2``). Each is reported for both splits, as ``train/<name>`` and
+    ``val/<name>``: a §3.4 name in its place in ``METRIC_NAMES``, the others after them.
     """
     info = CONSTRAINT_KINDS.get(constraint_kind)
     extra = tuple(dict.fromkeys((*(info.extra_metrics if info else ()), *extra)))
     names = []
     for name in METRIC_NAMES:
         split_metric = name.partition("/")[2]
-        if split_metric == "accuracy" and problem != "classification":
+        if split_metric in CLASSIFICATION_METRICS and problem != "classification":
             continue
-        if split_metric in KIND_METRICS and split_metric not in extra:
+        if split_metric in GROUP_METRICS and not groups and split_metric not in extra:
             continue
         names.append(name)
     names += [f"{s}/{m}" for s in SPLITS for m in extra if m not in SPLIT_METRICS]

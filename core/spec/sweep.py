@@ -150,9 +150,14 @@ class SweepSpec(BaseModel):
         if kind is not None:
             if self.task.registered:
                 task = TASKS[self.task.name]
-                valid_metrics = metric_names_for(task.problem, kind.name, task.extra_metrics)
+                valid_metrics = metric_names_for(
+                    task.problem,
+                    kind.name,
+                    task.extra_metrics,
+                    groups=bool(task.group_attributes),
+                )
             else:
-                valid_metrics = metric_names_for("classification", kind.name)
+                valid_metrics = metric_names_for("classification", kind.name, groups=True)
             items += _selection_problems(self.selection, valid_metrics)
         if not items:
             too_many = _too_many_trials(count_trials(self), self.limits.max_trials)

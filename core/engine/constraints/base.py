@@ -62,6 +62,11 @@ class ConstraintKind(ABC):
     uses_epsilon: bool = True
     """The methods compare g with the trial's ε; false: with 0 (a fixed target, or ε folded
     into g)."""
+    group_attribute: str | None = None
+    """The group attribute the kind constrains: the §3.4 group metrics (``dp_gap``,
+    ``eo_gap``, …) are reported for it, else for the task's first attribute. The engine
+    sets it from the spec's ``attribute`` for kinds that need one
+    (``ConstraintKindInfo.needs_group_attribute``) when the builder leaves it unset."""
 
     @classmethod
     @abstractmethod

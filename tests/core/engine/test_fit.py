@@ -37,12 +37,16 @@ OTHER_METRICS = (
 MakeTrial = Callable[..., TrialConfig]
 
 
-def expected_metrics(classification: bool, group_rate: bool = False) -> set[str]:
+GROUP_METRICS = ("dp_gap", "tpr_gap", "fpr_gap", "eo_gap", "error_gap", "group_loss_max")
+"""§3.4: reported by every task with a group attribute (two_moons has ``side``)."""
+
+
+def expected_metrics(classification: bool, groups: bool = False) -> set[str]:
     names = {f"{s}/{m}" for s in ("train", "val") for m in SPLIT_METRICS} | set(OTHER_METRICS)
     if classification:
         names |= {"train/accuracy", "val/accuracy"}
-    if group_rate:
-        names |= {"train/dp_gap", "val/dp_gap"}
+    if groups:
+        names |= {f"{s}/{m}" for s in ("train", "val") for m in GROUP_METRICS}
     return names
 
 
@@ -57,7 +61,7 @@ def test_every_evaluation_reports_the_metric_contract(trial: MakeTrial) -> None:
     assert [r.epoch for r in seen] == [2, 4]
     assert [r.is_last for r in seen] == [False, True]
     for h in result.history:
-        assert set(h) == expected_metrics(classification=True)
+        assert set(h) == expected_metrics(classification=True, groups=True)
         assert all(np.isfinite(v) for v in h.values())
     assert result.final == result.history[-1]
     assert result.per_sample["multiplier"].shape == (512,)
@@ -207,11 +211,14 @@ def test_demographic_parity_constraint_closes_the_gap_erm_leaves_open(
     """On two moons, the sides' positive rates differ by ≈0.5 under ERM; FL with a
     group_rate constraint on ``side`` brings the gap down, and reports dp_gap."""
     constraint = {"kind": "group_rate", "attribute": "side", "equality": equality}
-    train = {"epochs": 60, "batch_size": 512, "optimizer": {"name": "adam", "lr": 0.01}}
+    # Under proxy constraints (the default) the multipliers ascend on hard rates, which
+    # move in jumps on 512 samples: measured, the gap oscillates (60 steps: 0.11 / 0.29 for
+    # = / ≤) and is 0.12 / 0.14 after 150 (ERM 0.34).
+    train = {"epochs": 150, "batch_size": 512, "optimizer": {"name": "adam", "lr": 0.01}}
     erm = core.fit(trial("erm", constraint=constraint, train=train))
     grid = {"dual_lr": 0.5} if equality else {"epsilon": 0.05, "dual_lr": 0.5}
     fl = core.fit(trial("fl", constraint=constraint, grid=grid, train=train))
-    assert set(fl.final) == expected_metrics(classification=True, group_rate=True)
+    assert set(fl.final) == expected_metrics(classification=True, groups=True)
     assert erm.final["train/dp_gap"] > 0.3
     assert fl.final["train/dp_gap"] < 0.5 * erm.final["train/dp_gap"]
     assert fl.multipliers.shape == ((2,) if equality else (4,))

@@ -191,16 +191,28 @@ def test_a_kinds_own_checks_name_their_fields() -> None:
     ) in errors_of(constraint={"kind": "epsilon_folded"}, grid={"epsilon": [0.1, 0.9]})
 
 
-def test_selection_may_use_the_kinds_metrics_and_only_group_rate_reports_dp_gap() -> None:
+def test_selection_may_use_the_kinds_metrics_and_the_group_metrics_of_a_task_with_groups() -> None:
     load_spec({**BASE, "selection": {"metric": "val/group_loss_gap"}})
-    [(field, message)] = errors_of(selection={"metric": "val/dp_gap"})
+    load_spec({**BASE, "selection": {"metric": "val/dp_gap"}})  # two_moons has ``side``
+    [(field, message)] = errors_of(
+        task={"name": "digits"},
+        constraint={"kind": "class_loss"},
+        selection={"metric": "val/eo_gap"},
+    )
     assert field == "selection.metric"
-    assert message.startswith("unknown metric 'val/dp_gap'")
+    assert message.startswith("unknown metric 'val/eo_gap'")  # digits has no group attribute
+    [(field, message)] = errors_of(
+        task={"name": "cps_wages"},
+        constraint={"kind": "sample_loss"},
+        selection={"metric": "val/dp_gap"},
+    )
+    assert message.startswith("unknown metric 'val/dp_gap'")  # a regression task: no rates
     load_spec(
         {
             **BASE,
-            "constraint": {"kind": "group_rate", "attribute": "side"},
-            "selection": {"metric": "val/dp_gap"},
+            "task": {"name": "cps_wages"},
+            "constraint": {"kind": "bounded_group_loss", "attribute": "ethnicity"},
+            "selection": {"metric": "val/group_loss_max"},
         }
     )
 

@@ -122,9 +122,11 @@ def test_the_built_in_tasks_and_kinds_come_first_in_their_own_order() -> None:
         "cps_wages",
         "convection",
     ]
-    assert list(CONSTRAINT_KINDS)[:7] == [
+    assert list(CONSTRAINT_KINDS)[:9] == [
         "sample_loss",
         "group_rate",
+        "equalized_odds",
+        "bounded_group_loss",
         "class_loss",
         "weight_norm",
         "orthogonality",
