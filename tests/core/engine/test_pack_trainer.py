@@ -75,22 +75,40 @@ def test_sgd_with_momentum_weight_decay_and_nupi_pack_like_single_trials() -> No
         assert_same_metrics(packed.results[trial.trial_id].final, fit(trial).final, rel=1e-4)
 
 
-def test_group_rate_constraints_pack_like_single_trials() -> None:
+@pytest.mark.parametrize(
+    ("constraint", "grid"),
+    [
+        # proxy constraints (the default): the dual step on the hard rates
+        ({"kind": "group_rate", "attribute": "sex", "equality": True}, {}),
+        ({"kind": "group_rate", "attribute": "race", "rate": "error"}, {"epsilon": [0.01]}),
+        ({"kind": "equalized_odds", "attribute": "sex"}, {"epsilon": [0.005, 0.02]}),
+        ({"kind": "bounded_group_loss", "attribute": "race"}, {"epsilon": [0.3]}),
+    ],
+    ids=["dp-equality", "error-rate", "equalized-odds", "bounded-group-loss"],
+)
+def test_group_constraints_pack_like_single_trials(
+    constraint: dict[str, Any], grid: dict[str, Any]
+) -> None:
     trials = SweepSpec.model_validate(
         {
             "name": "dp",
             "task": {"name": "adult", "params": {}},
-            "constraint": {"kind": "group_rate", "attribute": "sex", "equality": True},
+            "constraint": constraint,
             "methods": ["fl", "alm"],
-            "grid": {"dual_lr": [0.05, 0.5], "rho": [1.0]},
+            "grid": {"dual_lr": [0.05, 0.5], "rho": [1.0], **grid},
             "train": {"epochs": 2, "batch_size": 4096},
         }
     ).trials()
     for method in ("fl", "alm"):
         members = [t for t in trials if t.method == method]
+        assert len(members) >= 2
         packed = fit_unit(members)
         for trial in members:
-            assert_same_metrics(packed.results[trial.trial_id].final, fit(trial).final, rel=1e-4)
+            single = fit(trial)
+            assert_same_metrics(packed.results[trial.trial_id].final, single.final, rel=1e-4)
+            assert packed.results[trial.trial_id].multipliers == pytest.approx(
+                single.multipliers, rel=1e-4, abs=1e-6
+            )
 
 
 def test_a_diverging_member_is_taken_out_and_the_others_train_as_without_it() -> None:

@@ -6,7 +6,9 @@ gives the measured numbers, and ``docs/results.md`` (``make reproduce``) has the
 * S5 (Feasible Learning): FL and RFL lower the train CVaR₀.₁ and the largest train loss
   against ERM on Fashion-MNIST.
 * S6 (statistical equality constraints): one equality constraint per group on Adult reaches a
-  train dp_gap ≤ 0.01 with accuracy within 3 points of ERM.
+  train dp_gap ≤ 0.01 with accuracy within 3 points of ERM, with the default surrogate and
+  proxy constraints; equalized odds on Adult (eo_gap ≤ 0.02) and demographic parity over
+  COMPAS's four race groups (dp_gap ≤ 0.02) under alm.
 * S7 (SAL): on orthogonality constraints SAL ends far less violated than a penalty weak
   enough to keep ERM's accuracy, and more accurate than a penalty strong enough to be
   feasible.
@@ -47,30 +49,67 @@ def test_s5_feasible_learning_lowers_the_loss_tail_against_erm() -> None:
         assert constrained["train/feasible_frac"] > 0.5
 
 
-def test_s6_demographic_parity_equality_constraints_on_adult() -> None:
-    task = {"name": "adult", "params": {"model": "logistic"}}
-    # Full batch as in the paper (one step per epoch).
-    train = {
-        "epochs": 500,
-        "eval_every": 500,
-        "batch_size": 50_000,
-        "optimizer": {"name": "adam", "lr": 0.01},
-    }
+FULL_BATCH = {  # as in the paper: one step per epoch
+    "epochs": 500,
+    "eval_every": 500,
+    "batch_size": 50_000,
+    "optimizer": {"name": "adam", "lr": 0.01},
+}
+ADULT = {"name": "adult", "params": {"model": "logistic"}}
+
+
+@pytest.mark.parametrize(
+    ("method", "grid"), [("fl", {"dual_lr": 0.1}), ("alm", {"rho": 1.0, "dual_lr": 0.1})]
+)
+def test_s6_demographic_parity_equality_constraints_on_adult(
+    method: str, grid: dict[str, float]
+) -> None:
+    """With the defaults (τ = 8, proxy constraints) the hard gap closes. Without proxy
+    constraints the multipliers ascend on the soft rates, and the hard gap the metric counts
+    stalls at ≈ 0.016 (measured, 500 and 2 000 full-batch steps)."""
     constraint = {"kind": "group_rate", "attribute": "sex", "equality": True}
-    erm = final("erm", task=task, train=train, constraint=constraint)
-    # The paper's surrogate σ(8(p − ½)) equalises soft rates; the metric counts hard rates,
-    # and at τ = 8 they stay ≈ 0.016 apart (measured, 500 and 2 000 full-batch steps). A
-    # sharper surrogate (τ = 128) makes the soft rates the hard ones: measured dp_gap 0.002.
-    fl = final(
-        "fl",
-        task=task,
-        train=train,
-        constraint={**constraint, "temperature": 128.0},
-        grid={"dual_lr": 0.1},
-    )
+    erm = final("erm", task=ADULT, train=FULL_BATCH, constraint=constraint)
+    constrained = final(method, task=ADULT, train=FULL_BATCH, constraint=constraint, grid=grid)
     assert erm["train/dp_gap"] > 0.15  # the unconstrained model is far from parity
-    assert fl["train/dp_gap"] <= 0.01
-    assert fl["val/accuracy"] >= erm["val/accuracy"] - 0.03
+    # measured: fl and alm 0.0002 at val accuracy 0.830 (ERM 0.853)
+    assert constrained["train/dp_gap"] <= 0.01
+    assert constrained["val/accuracy"] >= erm["val/accuracy"] - 0.03
+
+
+def test_equalized_odds_on_adult() -> None:
+    """GDA (fl) on these equalities oscillates (no damping: measured train eo_gap 0.14 at
+    dual_lr 0.1, 0.05 at 0.01 after 500 steps); ALM's ρ/2‖h‖² damps it."""
+    constraint = {"kind": "equalized_odds", "attribute": "sex", "equality": True}
+    erm = final("erm", task=ADULT, train=FULL_BATCH, constraint=constraint)
+    alm = final(
+        "alm",
+        task=ADULT,
+        train=FULL_BATCH,
+        constraint=constraint,
+        grid={"rho": 10.0, "dual_lr": 0.01},
+    )
+    assert erm["train/eo_gap"] > 0.08
+    assert alm["train/eo_gap"] <= 0.02  # measured 0.003 at val accuracy 0.836 (ERM 0.853)
+    assert alm["val/accuracy"] >= erm["val/accuracy"] - 0.03
+
+
+def test_demographic_parity_across_four_race_groups_on_compas() -> None:
+    """With ρ = 1 and dual_lr 0.1 the hard gap swings between 0.01 and 0.16 from one
+    evaluation to the next (Adam moves the boundary by a fixed step while λ is small); a
+    larger penalty with a smaller dual step settles it."""
+    task = {"name": "compas", "params": {"model": "logistic"}}
+    constraint = {"kind": "group_rate", "attribute": "race", "equality": True}
+    erm = final("erm", task=task, train=FULL_BATCH, constraint=constraint)
+    alm = final(
+        "alm",
+        task=task,
+        train=FULL_BATCH,
+        constraint=constraint,
+        grid={"rho": 50.0, "dual_lr": 0.01},
+    )
+    assert erm["train/dp_gap"] > 0.2
+    assert alm["train/dp_gap"] <= 0.02
+    assert alm["val/accuracy"] >= erm["val/accuracy"] - 0.03
 
 
 def test_s7_sal_against_fixed_penalties_on_orthogonality() -> None:
