@@ -154,7 +154,8 @@ def test_a_batch_without_a_group_or_its_positives_observes_none_of_its_constrain
         assert observed.dual_values.numel() == full.numel()
     empty = batch_of(split, np.flatnonzero(y == 0))
     observed = kind(("true_positive",)).observe(moons(), None, logits[empty.index], empty)  # type: ignore[arg-type]
-    assert observed.index is not None and observed.index.numel() == 0  # no positive at all
+    assert observed.index is not None
+    assert observed.index.numel() == 0
 
 
 def test_proxy_constraints_carry_the_hard_gaps_next_to_the_surrogates() -> None:
@@ -167,7 +168,8 @@ def test_proxy_constraints_carry_the_hard_gaps_next_to_the_surrogates() -> None:
     assert plain.dual_values is None
     assert torch.equal(proxy.values, plain.values)  # the primal side is the surrogate either way
     assert proxy.values.requires_grad
-    assert proxy.dual_values is not None and not proxy.dual_values.requires_grad
+    assert proxy.dual_values is not None
+    assert not proxy.dual_values.requires_grad
     hard = kind(("positive",), groups=2).evaluate(task, None, logits, split)  # type: ignore[arg-type]
     assert torch.equal(proxy.dual_values, hard)
     assert not torch.allclose(proxy.values.detach(), hard)  # σ(8(p − ½)) is not the decision
@@ -215,10 +217,7 @@ def test_the_dual_step_ascends_on_the_hard_values_and_the_primal_on_the_surrogat
     # step (simultaneous, primal first: 0) or after it (dual first).
     lam = expected if scheme == "alternating_dual_first" else torch.zeros(2, dtype=torch.float64)
     d = torch.tensor([0.5 - eps, -0.5 - eps], dtype=torch.float64)
-    if method == "fl":
-        slope = lam
-    else:
-        slope = torch.clamp(lam + rho * d, min=0.0)
+    slope = lam if method == "fl" else torch.clamp(lam + rho * d, min=0.0)
     grad = float(slope[0] - slope[1])
     assert float(toy.theta.detach()) == pytest.approx(0.5 - grad)
 
@@ -233,7 +232,8 @@ def test_bounded_group_loss_is_each_groups_mean_loss() -> None:
     np.testing.assert_allclose(bgl.evaluate(task, None, logits, split).numpy(), want, rtol=1e-12)  # type: ignore[arg-type]
     rows = np.flatnonzero(codes != 2)
     observed = bgl.observe(task, None, logits[torch.tensor(rows)], batch_of(split, rows))  # type: ignore[arg-type]
-    assert observed.index is not None and observed.index.tolist() == [0, 1, 3]
+    assert observed.index is not None
+    assert observed.index.tolist() == [0, 1, 3]
     assert observed.dual_values is None  # losses are differentiable: nothing to proxy
 
 
