@@ -2,8 +2,9 @@
 (``docs/benchmarks/*.png``) and raw numbers (``docs/benchmarks/results.json``).
 
     python -m bench.run_all                 # everything (P1/P2, P3, P6, scaling, memory,
-                                            # P5, P4)
+                                            # P5, fairness, P4)
     python -m bench.run_all --only p6,p3,p1 # just these (p1 = p1p2)
+    python -m bench.run_all --only fairness # dualtune against Fairlearn
     python -m bench.run_all --skip p4       # all but these
     python -m bench.run_all --render-only   # re-render from docs/benchmarks/results.json
 
@@ -22,12 +23,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import figures, machine
+from bench import fairness, figures, machine
 
 OUT = Path("docs/benchmarks.md")
 FIGURES = Path("docs/benchmarks")
 RESULTS = FIGURES / "results.json"
-PARTS = ("p1p2", "scaling", "memory", "p5", "p3", "p6", "p4")
+PARTS = ("p1p2", "scaling", "memory", "p5", "p3", "p6", "fairness", "p4")
 ALIASES = {"p1": "p1p2", "p2": "p1p2"}
 RESULT_KEYS = {
     "p1p2": ("p1p2",),
@@ -36,6 +37,7 @@ RESULT_KEYS = {
     "p5": ("p5",),
     "p3": ("p3",),
     "p6": ("p6",),
+    "fairness": ("fairness",),
 }
 """The keys of ``results.json`` each part writes (P4 writes its section's text)."""
 P4_HEADING = "## P4:"
@@ -547,6 +549,8 @@ def render(results: dict[str, Any], p4_text: str) -> str:
         text += _memory(results["memory"])
     if "p5" in results:
         text += _p5(results["p5"])
+    if "fairness" in results:
+        text += fairness.render(results["fairness"])
     return "\n".join(text) + "\n" + p4_text
 
 
@@ -587,6 +591,7 @@ def main(argv: list[str] | None = None) -> None:
         saved: dict[str, Any] = json.loads(RESULTS.read_text())
         OUT.write_text(render(saved, _existing_p4()))
         figures.draw(saved, FIGURES)
+        fairness.draw(saved, FIGURES)
         print(f"wrote {OUT}")
         return
     import torch
@@ -611,6 +616,8 @@ def main(argv: list[str] | None = None) -> None:
         results["p3"] = packing.p3()
     if "p6" in run:
         results["p6"] = sweep_overhead.main([])
+    if "fairness" in run:
+        results["fairness"] = fairness.main([])
     if "p4" in run:
         load = service_load.main([])
         p4_text = "\n".join(service_load.render(load)) + "\n"
@@ -627,6 +634,7 @@ def main(argv: list[str] | None = None) -> None:
     FIGURES.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1, default=str) + "\n")
     figures.draw(results, FIGURES)
+    fairness.draw(results, FIGURES)
     OUT.write_text(render(results, p4_text))
     print(f"wrote {OUT}")
 

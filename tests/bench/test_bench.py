@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bench import (
+    fairness,
     figures,
     packing,
     per_sample_logging,
@@ -292,3 +293,28 @@ def test_a_timed_dualtune_run_breaks_down(tmp_path: Path) -> None:
     assert tune["all_units_pieces"]["train: epochs"] > 0
     assert tune["critical_categories"]["MLflow logging and plots (their imports apart)"] > 0
     assert 0 < tune["tracking_share"] < 1
+
+
+def test_fairness_quick_run_renders_and_draws(tmp_path: Path) -> None:
+    results = fairness.main(["--quick"])
+    assert {p["dataset"] for p in results["problems"]} == {"compas"}
+    for problem in results["problems"]:
+        assert len(problem["eg"]) == len(results["bounds"])
+        assert all("val_acc" in r for r in problem["dualtune"])
+    text = "\n".join(fairness.render(results))
+    assert "## Fairness: dualtune against Fairlearn" in text
+    assert "dualtune's best feasible val accuracy ≥ EG's at each bound" in text
+    fairness.draw({"fairness": results}, tmp_path)
+    assert (tmp_path / "fairness.png").exists()
+
+
+def test_fairness_best_feasible_is_the_most_accurate_within_the_bound() -> None:
+    rows = [
+        {"val_acc": 0.9, "val_gap": 0.03},
+        {"val_acc": 0.8, "val_gap": 0.01},
+        {"val_acc": 0.7, "val_gap": 0.0},
+        {"error": "diverged"},
+    ]
+    assert fairness.best_feasible(rows, 0.02) == rows[1]
+    assert fairness.best_feasible(rows, 0.05) == rows[0]
+    assert fairness.best_feasible(rows[:2], 0.005) is None
