@@ -31,7 +31,7 @@ demo: install
 # Ray tests share one xdist worker (group "ray"): two local Ray runtimes on 2 cores would
 # starve each other.
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --timeout 900
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --timeout 900 --durations=30
 
 test-fast: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow"
