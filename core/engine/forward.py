@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -29,3 +30,17 @@ def forward_split(
             return torch.cat([run(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)], dim=dim)
     finally:
         model.train(was_training)
+
+
+@contextmanager
+def running_statistics_kept(model: nn.Module) -> Iterator[None]:
+    """Forward passes inside leave the model's buffers (BatchNorm's running mean, variance
+    and batch count) as they were: a step's second evaluation of the same batch
+    (primal-first, extragradient) must not move them a second time."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)

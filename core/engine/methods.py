@@ -58,6 +58,9 @@ class Method(ABC):
     uses_multipliers: ClassVar[bool] = True
     hyperparameters: ClassVar[tuple[str, ...]] = ("epsilon",)
     """The scalar settings a pack of trials may vary between its members."""
+    stateless_dual: ClassVar[bool] = True
+    """``dual_error`` is a function of its arguments (no schedule it advances), so the
+    extragradient scheme may evaluate it twice per step."""
 
     def __init__(self, *, epsilon: float = 0.0, equality: bool = False) -> None:
         self.epsilon = float(epsilon)
@@ -314,6 +317,7 @@ class SAL(Method):
 
     name = "sal"
     hyperparameters = ("epsilon", "rho_growth", "rho_max")
+    stateless_dual = False
 
     def __init__(
         self,

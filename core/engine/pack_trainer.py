@@ -179,6 +179,7 @@ class PackTrainer:
             self.multipliers,
             self.dual_optimizer,
             shared.dual.scheme,
+            restart=shared.dual.restart,
         )
 
     @property

@@ -28,6 +28,7 @@ from dualtune.core.engine.evaluation import (
     evaluate_trial,
     per_sample_arrays,
 )
+from dualtune.core.engine.forward import running_statistics_kept
 from dualtune.core.engine.multipliers import Multipliers
 from dualtune.core.engine.observation import ConstraintBatch, Observation
 from dualtune.core.engine.step import PrimalDualStep
@@ -94,6 +95,8 @@ class Trainer:
             self.multipliers,
             self.dual_optimizer,
             config.dual.scheme,
+            restart=config.dual.restart,
+            keep_statistics=functools.partial(running_statistics_kept, self.model),
         )
         self.generator = torch.Generator().manual_seed(self.seed)
         self.epoch = 0

@@ -315,12 +315,20 @@ class NuPIConfig(Section):
 DualOptimizerConfig = Annotated[GradientAscentConfig | NuPIConfig, Field(discriminator="name")]
 
 
+Scheme = Literal[
+    "alternating_dual_first", "alternating_primal_first", "simultaneous", "extragradient"
+]
+"""The update orders of a primal-dual step (``core.engine.step`` says what each does)."""
+
+
 class Dual(Section):
-    scheme: Literal["alternating_dual_first", "alternating_primal_first", "simultaneous"] = (
-        "alternating_dual_first"
-    )
+    scheme: Scheme = "alternating_dual_first"
     optimizer: DualOptimizerConfig = GradientAscentConfig(name="ga")
     init: NonNegativeFloat = 0.0
+    restart: bool = False
+    """Dual restarts: a multiplier whose (inequality) constraint the step observes strictly
+    satisfied is set to 0, so that it does not keep pushing the primal step after the
+    constraint is met (Cooper's ``dual_restarts``)."""
 
 
 class Resources(Section):

@@ -136,6 +136,7 @@ class SweepSpec(BaseModel):
         if self.task.registered and kind is not None:
             items += self._task_problems(kind)
         items += self._method_problems()
+        items += self._dual_problems()
         if self.dual.optimizer.name == "ga":
             for key in ("kp", "nu"):
                 if getattr(self.grid, key) is not None:
@@ -212,6 +213,28 @@ class SweepSpec(BaseModel):
                         f"valid attributes: {', '.join(task.group_attributes)}",
                     )
                 )
+        return items
+
+    def _dual_problems(self) -> list[tuple[str, str]]:
+        """Dual settings that do not fit the constraint or the methods."""
+        items: list[tuple[str, str]] = []
+        if self.dual.restart and getattr(self.constraint, "equality", False):
+            items.append(
+                (
+                    "dual.restart",
+                    "dual restarts reset the multipliers of satisfied inequality constraints; "
+                    "an equality constraint is never strictly satisfied: drop dual.restart "
+                    "or set constraint.equality: false",
+                )
+            )
+        if self.dual.scheme == "extragradient" and "sal" in self.methods:
+            items.append(
+                (
+                    "dual.scheme",
+                    "sal updates its multipliers by an acceptance test, not a gradient step, "
+                    "so it has no extragradient form; use another scheme or drop sal",
+                )
+            )
         return items
 
     def _method_problems(self) -> list[tuple[str, str]]:

@@ -71,6 +71,8 @@ def engine_solution(
         ("fl", 0.2, "alternating_primal_first"),
         ("alm", 0.2, "alternating_primal_first"),
         ("alm", 1.0, "alternating_dual_first"),
+        ("fl", 0.2, "extragradient"),
+        ("alm", 1.0, "extragradient"),
     ],
 )
 def test_reaches_cvxpy_solution(

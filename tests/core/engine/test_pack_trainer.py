@@ -76,6 +76,33 @@ def test_sgd_with_momentum_weight_decay_and_nupi_pack_like_single_trials() -> No
 
 
 @pytest.mark.parametrize(
+    "dual",
+    [
+        {"scheme": "extragradient"},
+        {"scheme": "extragradient", "optimizer": {"name": "nupi", "kp": 1.0}, "restart": True},
+        {"scheme": "alternating_primal_first", "restart": True},
+    ],
+    ids=["extragradient", "extragradient-nupi-restart", "primal-first-restart"],
+)
+def test_schemes_and_restarts_pack_like_single_trials(dual: dict[str, Any]) -> None:
+    trials = digits_trials(
+        "rfl",
+        {"epsilon": [1.5, 2.0], "alpha": [2.0], "dual_lr": [0.05, 0.5]},
+        train={"epochs": 2, "batch_size": 128, "optimizer": {"name": "adam", "lr": 0.01}},
+        dual=dual,
+    )
+    packed = fit_unit(trials)
+    for trial in trials:
+        single = fit(trial)
+        assert_same_metrics(packed.results[trial.trial_id].final, single.final, rel=1e-4)
+        lam = packed.results[trial.trial_id].per_sample["multiplier"]
+        assert lam == pytest.approx(single.per_sample["multiplier"], rel=1e-4, abs=1e-6)
+        if dual.get("restart"):
+            # Restarts leave a satisfied sample's λ at 0: many are, after two epochs.
+            assert 0 < int((lam > 0).sum()) < len(lam)
+
+
+@pytest.mark.parametrize(
     ("constraint", "grid"),
     [
         # proxy constraints (the default): the dual step on the hard rates

@@ -11,7 +11,7 @@ from dualtune.core.engine.trainer import Trainer
 from tests.core.engine.conftest import make_trial
 
 DIGITS = {"name": "digits", "params": {"hidden": [16]}}
-SCHEMES = ("alternating_dual_first", "simultaneous", "alternating_primal_first")
+SCHEMES = ("alternating_dual_first", "simultaneous", "alternating_primal_first", "extragradient")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
