@@ -28,11 +28,12 @@ GRID_KEYS: dict[str, GridKeyInfo] = {
         GridKeyInfo("rho", "ALM/SAL penalty ρ", 1.0, minimum=0.0),
         GridKeyInfo(
             "rho_growth",
-            "SAL: factor ρ grows by when the violation does not decrease",
+            "ALM/SAL: factor a constraint's ρ grows by when its violation does not "
+            "decrease (ALM's default 1: ρ fixed)",
             1.1,
             minimum=1.0,
         ),
-        GridKeyInfo("rho_max", "SAL: cap on ρ", 10.0, minimum=0.0),
+        GridKeyInfo("rho_max", "ALM/SAL: cap on ρ", 10.0, minimum=0.0),
         GridKeyInfo("penalty", "fixed penalty coefficient c", 1.0, minimum=0.0),
         GridKeyInfo("kp", "νPI proportional gain K_P", None),
         GridKeyInfo("nu", "νPI EMA coefficient ν", None),

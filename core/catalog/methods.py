@@ -85,14 +85,18 @@ METHODS: dict[str, MethodInfo] = {
         ),
         MethodInfo(
             "alm",
-            "augmented Lagrangian (method of multipliers): λ ← Π[λ + η_λ·ρ·(g − ε)]",
-            ("epsilon", "rho", "dual_lr", "lr", "seed"),
-            defaults={"dual_lr": 1.0},
+            "augmented Lagrangian (method of multipliers): λ ← Π[λ + η_λ·ρ·(g − ε)]; with "
+            "rho_growth > 1 each constraint's ρ grows by it (≤ rho_max) when its violation "
+            "is above its running average",
+            ("epsilon", "rho", "rho_growth", "rho_max", "dual_lr", "lr", "seed"),
+            # ρ stays fixed unless a growth factor is asked for (ALM-GDA).
+            defaults={"dual_lr": 1.0, "rho_growth": 1.0},
         ),
         MethodInfo(
             "sal",
-            "stochastic augmented Lagrangian: ρ grows by rho_growth (≤ rho_max) when the "
-            "violation does not decrease, else λ ← Π[λ + ρ(g − ε)]",
+            "stochastic augmented Lagrangian, per constraint: when its violation is above "
+            "its running average (EMA 0.9) ρ grows by rho_growth (≤ rho_max), "
+            "else λ ← Π[λ + ρ(g − ε)]",
             ("epsilon", "rho", "rho_growth", "rho_max", "lr", "seed"),
             # The acceptance test compares violations between steps; per-sample constraints
             # observe a different batch each step, so the comparison would be noise.

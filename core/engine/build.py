@@ -100,11 +100,19 @@ def build_method(config: TrialConfig, kind: ConstraintKind) -> Method:
     if name == "rfl":
         return RFL(alpha=float(v("alpha")), epsilon=eps, equality=eq)
     if name == "alm":
-        return ALM(rho=float(v("rho")), epsilon=eps, equality=eq)
+        return ALM(
+            rho=float(v("rho")),
+            rho_growth=float(v("rho_growth")),
+            rho_max=float(v("rho_max")),
+            size=kind.num_constraints(),
+            epsilon=eps,
+            equality=eq,
+        )
     return SAL(
         rho=float(v("rho")),
         rho_growth=float(v("rho_growth")),
         rho_max=float(v("rho_max")),
+        size=kind.num_constraints(),
         epsilon=eps,
         equality=eq,
     )

@@ -138,7 +138,7 @@ class PrimalDualStep:
         """Dual step at the observed constraints (``defect`` = g − ε detached, ``lam`` their
         multipliers, already read; the error is evaluated at ``field_lam`` when given, the
         extrapolated multipliers of extragradient); returns their new multipliers."""
-        error = self.method.dual_error(defect, lam if field_lam is None else field_lam)
+        error = self.method.dual_error(defect, lam if field_lam is None else field_lam, index)
         if error is None:
             return lam
         new = self.dual_optimizer.step_(self.multipliers, index, error, lam)

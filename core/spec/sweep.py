@@ -227,6 +227,40 @@ class SweepSpec(BaseModel):
                     "or set constraint.equality: false",
                 )
             )
+        if self.dual.optimizer.name == "nupi":
+            for method in ("alm", "sal"):
+                if method in self.methods:
+                    items.append(
+                        (
+                            "dual.optimizer",
+                            f"νPI drives the multipliers of fl and rfl; {method}'s multiplier "
+                            "step is its own (the method of multipliers' ρ-scaled ascent"
+                            + (", on an acceptance test" if method == "sal" else "")
+                            + f"): use dual.optimizer: {{name: ga}} or run {method} in "
+                            "another sweep",
+                        )
+                    )
+        if "sal" in self.methods and any(r <= 0 for r in (self.grid.rho or ())):
+            items.append(
+                (
+                    "grid.rho",
+                    "sal needs ρ > 0: its multiplier step is ρ(g − ε), so ρ = 0 would never "
+                    "move the multipliers",
+                )
+            )
+        if (
+            self.dual.scheme == "extragradient"
+            and "alm" in self.methods
+            and any(g > 1 for g in (self.grid.rho_growth or ()))
+        ):
+            items.append(
+                (
+                    "dual.scheme",
+                    "alm with rho_growth > 1 grows its penalties on a schedule, which "
+                    "extragradient's extrapolation would advance twice per step: use "
+                    "rho_growth: 1 or another scheme",
+                )
+            )
         if self.dual.scheme == "extragradient" and "sal" in self.methods:
             items.append(
                 (

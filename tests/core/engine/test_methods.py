@@ -93,32 +93,46 @@ def test_alm_at_rho_zero_is_the_plain_lagrangian() -> None:
     assert not math.isnan(alm)
 
 
-def test_sal_grows_rho_when_violation_does_not_decrease_and_updates_lambda_otherwise() -> None:
-    sal = SAL(rho=1.0, rho_growth=2.0, rho_max=5.0)
+def test_sal_grows_a_constraints_rho_when_its_violation_is_above_its_running_average() -> None:
+    sal = SAL(rho=1.0, rho_growth=2.0, rho_max=5.0, size=3)
     lam = torch.zeros(2, dtype=F64)
-    first = sal.dual_error(torch.tensor([0.4, 0.3], dtype=F64), lam)  # V = 0.5, accepted
-    assert first is not None
-    assert first.tolist() == pytest.approx([0.4, 0.3])
-    worse = sal.dual_error(torch.tensor([0.6, 0.8], dtype=F64), lam)  # V = 1.0 > 0.5
-    assert worse is not None
-    assert worse.tolist() == [0.0, 0.0]
-    assert sal.rho.item() == 2.0
+    first, second = torch.tensor([0, 1]), torch.tensor([1, 2])
+    # The first observation of a constraint is accepted: λ moves by ρ(g − ε).
+    error = sal.dual_error(torch.tensor([0.4, 0.3], dtype=F64), lam, first)
+    assert error is not None
+    assert error.tolist() == pytest.approx([0.4, 0.3])
+    assert sal.schedule.smoothed.tolist() == pytest.approx([0.4, 0.3, 0.0])
+    # Constraint 1 is now worse than its average (0.8 > 0.3): its ρ grows and λ stays;
+    # constraint 2 is seen for the first time: accepted, whatever the others do.
+    error = sal.dual_error(torch.tensor([0.8, 0.9], dtype=F64), lam, second)
+    assert error is not None
+    assert error.tolist() == pytest.approx([0.0, 0.9])
+    assert sal.rho.tolist() == [1.0, 2.0, 1.0]
+    assert sal.schedule.smoothed.tolist() == pytest.approx([0.4, 0.9 * 0.3 + 0.1 * 0.8, 0.9])
     for _ in range(3):
-        sal.dual_error(torch.tensor([0.6, 0.8], dtype=F64), lam)
-    assert sal.rho.item() == 5.0  # capped at rho_max
-    better = sal.dual_error(torch.tensor([0.0, 0.1], dtype=F64), lam)
-    assert better is not None
-    assert better.tolist() == pytest.approx([0.0, 0.5])  # ρ = 5 times the defect
+        sal.dual_error(torch.tensor([5.0], dtype=F64), lam[:1], torch.tensor([1]))
+    assert sal.rho.tolist() == [1.0, 5.0, 1.0]  # capped at rho_max
+    # Below its running average again: accepted with the grown ρ.
+    error = sal.dual_error(torch.tensor([0.1], dtype=F64), lam[:1], torch.tensor([1]))
+    assert error is not None
+    assert error.tolist() == pytest.approx([0.5])  # ρ = 5 times the defect
+    # A satisfied constraint (v = 0 ≤ its average) is accepted: its λ moves down.
+    error = sal.dual_error(torch.tensor([-0.2], dtype=F64), lam[:1], torch.tensor([0]))
+    assert error is not None
+    assert error.tolist() == pytest.approx([-0.2])
 
 
 def test_sal_state_round_trip() -> None:
-    sal = SAL(rho=1.0, rho_growth=2.0, rho_max=5.0)
-    sal.dual_error(torch.tensor([1.0], dtype=F64), torch.zeros(1, dtype=F64))
-    sal.dual_error(torch.tensor([2.0], dtype=F64), torch.zeros(1, dtype=F64))
-    other = SAL(rho=1.0, rho_growth=2.0, rho_max=5.0)
+    sal = SAL(rho=1.0, rho_growth=2.0, rho_max=5.0, size=2)
+    sal.dual_error(torch.tensor([1.0, 0.5], dtype=F64), torch.zeros(2, dtype=F64))
+    sal.dual_error(torch.tensor([2.0, 0.1], dtype=F64), torch.zeros(2, dtype=F64))
+    other = SAL(rho=1.0, rho_growth=2.0, rho_max=5.0, size=2)
     other.load_state_dict(sal.state_dict())
-    assert other.rho.item() == 2.0
-    assert other.best_violation.item() == 1.0
+    assert other.rho.tolist() == [2.0, 1.0]
+    assert other.schedule.smoothed.tolist() == pytest.approx([1.1, 0.46])
+    assert other.schedule.seen.tolist() == [True, True]
+    with pytest.raises(ValueError, match="shape"):
+        SAL(rho=1.0, rho_growth=2.0, rho_max=5.0, size=3).load_state_dict(sal.state_dict())
 
 
 @pytest.mark.parametrize(
@@ -129,6 +143,7 @@ def test_sal_state_round_trip() -> None:
         (lambda: ALM(rho=-1.0), "rho must be"),
         (lambda: SAL(rho=1.0, rho_growth=0.5, rho_max=2.0), "rho_growth"),
         (lambda: SAL(rho=3.0, rho_growth=1.5, rho_max=2.0), "rho_max"),
+        (lambda: SAL(rho=0.0, rho_growth=1.5, rho_max=2.0), "rho must be a finite number > 0"),
     ],
 )
 def test_constructors_reject_bad_hyperparameters(make: object, message: str) -> None:
@@ -173,3 +188,21 @@ def test_packed_and_uncloseable_methods_leave_the_step_to_autograd() -> None:
     assert packed.primal_terms(zero, d, lam) is None
     sal = SAL(rho=1.0, rho_growth=2.0, rho_max=8.0)
     assert sal.primal_terms(zero[0], d[0], lam[0]) is None
+
+
+def test_alm_grows_the_penalty_of_a_constraint_whose_violation_does_not_decrease() -> None:
+    alm = ALM(rho=1.0, rho_growth=2.0, rho_max=8.0, size=2)
+    lam = torch.zeros(2, dtype=F64)
+    first = alm.dual_error(torch.tensor([0.5, 0.5], dtype=F64), lam)  # first look: accepted
+    assert first is not None
+    assert first.tolist() == pytest.approx([0.5, 0.5])
+    # Constraint 0 is above its running average: its ρ grows (after this step's update).
+    second = alm.dual_error(torch.tensor([0.8, 0.1], dtype=F64), lam)
+    assert second is not None
+    assert second.tolist() == pytest.approx([0.8, 0.1])
+    assert alm.schedule.rho.tolist() == [2.0, 1.0]
+    third = alm.dual_error(torch.tensor([0.1, 0.1], dtype=F64), lam)
+    assert third is not None
+    assert third.tolist() == pytest.approx([0.2, 0.1])  # each constraint's own ρ_j · d_j
+    assert not alm.stateless_dual  # a schedule: no extragradient
+    assert ALM(rho=1.0).stateless_dual

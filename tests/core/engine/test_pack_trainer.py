@@ -214,6 +214,28 @@ def test_a_pde_task_cannot_pack_and_says_why() -> None:
         PackTrainer(trials)
 
 
+def test_alm_members_with_and_without_a_penalty_schedule_pack_like_single_trials() -> None:
+    trials = digits_trials(
+        "alm",
+        {"epsilon": [0.3], "rho": [0.5, 2.0], "rho_growth": [1.0, 1.5], "rho_max": [10.0]},
+        train={"epochs": 2, "batch_size": 128, "optimizer": {"name": "adam", "lr": 0.01}},
+    )
+    packed = fit_unit(trials)
+    for trial in trials:
+        single = fit(trial)
+        assert_same_metrics(packed.results[trial.trial_id].final, single.final, rel=1e-4)
+        assert packed.results[trial.trial_id].per_sample["multiplier"] == pytest.approx(
+            single.per_sample["multiplier"], rel=1e-4, abs=1e-6
+        )
+    pack = PackTrainer(trials)
+    pack.train_epoch()  # every sample's first look: accepted
+    pack.train_epoch()
+    grown = [float(pack.member_state_dict(i)["method"]["rho"].max()) for i in range(4)]
+    rho = [t.params["rho"] for t in trials]
+    growth = [t.params["rho_growth"] for t in trials]
+    assert [g > r for g, r in zip(grown, rho, strict=True)] == [x > 1 for x in growth]
+
+
 def test_sal_members_keep_their_own_penalty_schedule() -> None:
     trials = SweepSpec.model_validate(
         {
@@ -228,7 +250,7 @@ def test_sal_members_keep_their_own_penalty_schedule() -> None:
     packed = fit_unit(trials)
     pack = PackTrainer(trials)
     pack.train_epoch()
-    rhos = {float(pack.member_state_dict(i)["method"]["rho"]) for i in range(len(trials))}
+    rhos = {tuple(pack.member_state_dict(i)["method"]["rho"].tolist()) for i in range(len(trials))}
     assert len(rhos) > 1  # the members' ρ schedules differ
     for trial in trials:
         assert_same_metrics(packed.results[trial.trial_id].final, fit(trial).final, rel=1e-4)

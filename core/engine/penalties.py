@@ -1,0 +1,100 @@
+"""Per-constraint penalty coefficients ρ_j and the schedule that grows them (ALM, SAL).
+
+Each constraint keeps its own ρ_j and an exponential average v̄_j of its violations
+(β = ``SMOOTHING``), updated only when the constraint is observed, so a kind that observes
+a different subset of its constraints in every batch (``class_loss``, per-sample
+constraints) compares each constraint only with its own history. At an observation with
+violation v_j:
+
+* v_j ≤ v̄_j (the smoothed violation does not increase; the first observation counts as
+  such): the observation is *accepted*;
+* otherwise ρ_j ← min(ρ_j · growth, cap) (Nocedal & Wright's "increase the penalty when the
+  constraint did not decrease enough", Alg. 17.4, read on the smoothed estimate);
+
+then v̄_j ← β v̄_j + (1 − β) v_j. ρ, v̄ and the seen flags are (m,) tensors for one trial and
+(K, m) for a pack of K members (``growth`` and ``cap`` then (K, 1)); they live on the
+training device, so the schedule costs no host synchronisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+SMOOTHING = 0.9
+"""β of the per-constraint violation estimate v̄ ← β v̄ + (1 − β) v."""
+
+
+def _read(state: Tensor, index: Tensor | None) -> Tensor:
+    return state.clone() if index is None else state.index_select(-1, index)
+
+
+def _write(state: Tensor, index: Tensor | None, values: Tensor) -> None:
+    if index is None:
+        state.copy_(values)
+    else:
+        state.index_copy_(-1, index, values)
+
+
+class PenaltySchedule:
+    """ρ_j for m constraints, starting at ``rho``."""
+
+    state_keys = ("rho", "smoothed", "seen")
+
+    def __init__(self, rho: float, size: int) -> None:
+        self.rho = torch.full((size,), float(rho), dtype=torch.float64)
+        self.smoothed = torch.zeros(size, dtype=torch.float64)
+        self.seen = torch.zeros(size, dtype=torch.bool)
+
+    def _to(self, device: torch.device) -> None:
+        if self.rho.device != device:
+            self.rho, self.smoothed, self.seen = (
+                t.to(device) for t in (self.rho, self.smoothed, self.seen)
+            )
+
+    def read(self, index: Tensor | None, like: Tensor) -> Tensor:
+        """ρ of the observed constraints, in ``like``'s dtype and device."""
+        self._to(like.device)
+        return _read(self.rho, index).to(like.dtype)
+
+    def observe(
+        self, index: Tensor | None, violation: Tensor, growth: float | Tensor, cap: float | Tensor
+    ) -> Tensor:
+        """Record an observation of the constraints at ``index`` with ``violation`` ≥ 0;
+        returns which were accepted (v ≤ v̄). ρ grows where they were not."""
+        self._to(violation.device)
+        v = violation.to(self.rho.dtype)
+        seen = _read(self.seen, index)
+        smoothed = torch.where(seen, _read(self.smoothed, index), v)
+        rho = _read(self.rho, index)
+        accept = v <= smoothed
+        grown = torch.minimum(rho * growth, torch.as_tensor(cap).to(rho))
+        _write(self.rho, index, torch.where(accept, rho, grown))
+        _write(self.smoothed, index, SMOOTHING * smoothed + (1 - SMOOTHING) * v)
+        _write(self.seen, index, torch.ones_like(seen))
+        return accept
+
+    # -- state
+    def state_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k).clone() for k in self.state_keys}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in self.state_keys:
+            value, current = state[key], getattr(self, key)
+            if value.shape != current.shape:
+                raise ValueError(
+                    f"penalty state {key!r} has shape {tuple(value.shape)}, "
+                    f"expected {tuple(current.shape)}"
+                )
+            setattr(self, key, value.clone().to(current.dtype))
+
+    # -- packs: the state is per constraint, so a member's state is its row
+    def member_state_dict(self, member: int) -> dict[str, Any]:
+        return {k: getattr(self, k)[member].clone() for k in self.state_keys}
+
+    def load_member_state_dicts(self, states: Sequence[dict[str, Any]]) -> None:
+        for key in self.state_keys:
+            setattr(self, key, torch.stack([s[key] for s in states]).to(getattr(self, key)))
