@@ -146,15 +146,22 @@ class OrthogonalityConstraint(InequalityConstraint):
     kind: Literal["orthogonality"]
 
 
+READOUT_MODELS = ("resmlp", "transformer")
+"""Task ``model`` values with a readout after every block: digits' residual MLP,
+fashion_denoise's patch transformer (both count their blocks in ``blocks``)."""
+
+
 class LayerDescentConstraint(InequalityConstraint):
     """Layerwise descent (arXiv 2601.17257): with ℓ̄_l the mean loss of the readout after
     block l, ℓ̄_{l+1} ≤ (1 − ε) ℓ̄_l for every block transition; needs a model with a
-    readout per block (digits ``model: resmlp``). ε is the swept grid key, in [0, 1)."""
+    readout per block (digits ``model: resmlp``, fashion_denoise's transformer). ε is the
+    swept grid key, in [0, 1)."""
 
     kind: Literal["layer_descent"]
     noise_std: NonNegativeFloat = 0.5
     """Standard deviation of the Gaussian input noise for ``<split>/noisy_accuracy``, in
-    input units (digits pixels lie in [0, 1])."""
+    input units (digits pixels lie in [0, 1]); classification tasks only (fashion_denoise
+    has its own noise levels, ``task.params.noise_std`` and ``ood_noise_std``)."""
 
     def problems(
         self,
@@ -162,11 +169,11 @@ class LayerDescentConstraint(InequalityConstraint):
         task_params: Mapping[str, Any],
         epsilon: tuple[float, ...] | None,
     ) -> list[tuple[str, str]]:
-        """The task's model must have a readout after every block (``model: resmlp``) and
+        """The task's model must have a readout after every block (``READOUT_MODELS``) and
         at least two blocks; and ε < 1, since (1 − ε) scales a loss."""
         items: list[tuple[str, str]] = []
         model = task_params.get("model")
-        if model != "resmlp":
+        if model not in READOUT_MODELS:
             items.append(
                 (
                     "task.params.model",
@@ -294,7 +301,6 @@ LAYER_DESCENT = ConstraintKindInfo(
     "one per block transition",
     LayerDescentConstraint,
     f"{BUILDERS}.layer_descent:LayerDescent",
-    needs_classification=True,
     extra_metrics=("descent_frac", "noisy_accuracy"),
     generic=False,
     epsilon_in_kind=True,

@@ -123,7 +123,9 @@ def per_sample_arrays(
     for name in ("train", "val"):
         split = getattr(data, name)
         out[f"{name}_loss"] = splits[name].losses.detach().cpu().numpy()
-        out[f"{name}_label"] = split.y.detach().cpu().numpy()
+        # A target with more than one value per sample (an image) is no label: NaN.
+        labels = split.y.detach().cpu().numpy()
+        out[f"{name}_label"] = labels if labels.ndim == 1 else np.full(split.n, np.nan)
         for attribute, codes in split.groups.items():
             out[f"{name}_group_{attribute}"] = codes.detach().cpu().numpy()
     if multipliers is not None:

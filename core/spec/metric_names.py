@@ -23,8 +23,11 @@ SPLIT_METRICS = (
     "accuracy",
     *GROUP_METRICS,
 )
-CLASSIFICATION_METRICS = frozenset({"accuracy", *GROUP_METRICS} - {"group_loss_max"})
-"""Split metrics that only classification tasks report (decisions and rates)."""
+CLASSIFICATION_METRICS = frozenset(
+    {"accuracy", "noisy_accuracy", *GROUP_METRICS} - {"group_loss_max"}
+)
+"""Split metrics that only classification tasks report (decisions and rates), the
+``layer_descent`` kind's ``noisy_accuracy`` among them."""
 GLOBAL_METRICS = (
     "dual/lambda_mean",
     "dual/lambda_max",
@@ -60,5 +63,11 @@ def metric_names_for(
         if split_metric in GROUP_METRICS and not groups and split_metric not in extra:
             continue
         names.append(name)
-    names += [f"{s}/{m}" for s in SPLITS for m in extra if m not in SPLIT_METRICS]
+    names += [
+        f"{s}/{m}"
+        for s in SPLITS
+        for m in extra
+        if m not in SPLIT_METRICS
+        and not (m in CLASSIFICATION_METRICS and problem != "classification")
+    ]
     return tuple(names)

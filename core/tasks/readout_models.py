@@ -35,49 +35,23 @@ class ResidualBlock(nn.Module):
         return out
 
 
-class ReadoutMLP(nn.Module):
-    """Residual MLP of ``blocks`` blocks with a shared readout after each block.
+class KeptReadouts(nn.Module):
+    """Base of the models with a readout after every block: subclasses implement
+    ``forward_readouts`` (L, B, C) and ``num_readouts``. ``forward`` returns the final
+    readout and, with gradients enabled, keeps the stacked readouts of that call for
+    ``take_readouts`` (one forward pass per training step)."""
 
-    Args:
-        in_features: input dimension.
-        width: residual stream width d.
-        blocks: number of residual blocks L (and of readouts).
-        out_features: number of classes C.
-    """
-
-    def __init__(self, in_features: int, width: int, blocks: int, out_features: int) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        for name, value in (
-            ("in_features", in_features),
-            ("width", width),
-            ("blocks", blocks),
-            ("out_features", out_features),
-        ):
-            if value < 1:
-                raise ValueError(f"ReadoutMLP {name} must be ≥ 1, got {value}")
-        self.embed = nn.Linear(in_features, width)
-        self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(blocks))
-        self.norm_out = nn.LayerNorm(width)
-        self.head = nn.Linear(width, out_features)
         self._kept: tuple[Tensor, Tensor] | None = None
 
     @property
     def num_readouts(self) -> int:
-        return len(self.blocks)
-
-    def readout(self, z: Tensor) -> Tensor:
-        """The shared readout of a residual-stream state."""
-        out: Tensor = self.head(self.norm_out(z))
-        return out
+        raise NotImplementedError
 
     def forward_readouts(self, x: Tensor) -> Tensor:
         """The readouts after every block, stacked: (L, B, C); the last is ``forward(x)``."""
-        z = self.embed(x)
-        readouts = []
-        for block in self.blocks:
-            z = block(z)
-            readouts.append(self.readout(z))
-        return torch.stack(readouts)
+        raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
         readouts = self.forward_readouts(x)
@@ -101,3 +75,47 @@ class ReadoutMLP(nn.Module):
         if kept is not None and kept[0] is output:
             return kept[1]
         return self.forward_readouts(x)
+
+
+class ReadoutMLP(KeptReadouts):
+    """Residual MLP of ``blocks`` blocks with a shared readout after each block.
+
+    Args:
+        in_features: input dimension.
+        width: residual stream width d.
+        blocks: number of residual blocks L (and of readouts).
+        out_features: number of classes C.
+    """
+
+    def __init__(self, in_features: int, width: int, blocks: int, out_features: int) -> None:
+        super().__init__()
+        for name, value in (
+            ("in_features", in_features),
+            ("width", width),
+            ("blocks", blocks),
+            ("out_features", out_features),
+        ):
+            if value < 1:
+                raise ValueError(f"ReadoutMLP {name} must be ≥ 1, got {value}")
+        self.embed = nn.Linear(in_features, width)
+        self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(blocks))
+        self.norm_out = nn.LayerNorm(width)
+        self.head = nn.Linear(width, out_features)
+
+    @property
+    def num_readouts(self) -> int:
+        return len(self.blocks)
+
+    def readout(self, z: Tensor) -> Tensor:
+        """The shared readout of a residual-stream state."""
+        out: Tensor = self.head(self.norm_out(z))
+        return out
+
+    def forward_readouts(self, x: Tensor) -> Tensor:
+        """The readouts after every block, stacked: (L, B, C); the last is ``forward(x)``."""
+        z = self.embed(x)
+        readouts = []
+        for block in self.blocks:
+            z = block(z)
+            readouts.append(self.readout(z))
+        return torch.stack(readouts)

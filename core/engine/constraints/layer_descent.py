@@ -43,7 +43,9 @@ def readout_model(model: nn.Module) -> ReadoutModel:
 def layer_losses(task: Task, readouts: Tensor, y: Tensor) -> Tensor:
     """The task's per-sample loss of every readout: (L, B, C) readouts → (L, B) losses."""
     depth, n = readouts.shape[0], readouts.shape[1]
-    losses = task.per_sample_loss(readouts.reshape(depth * n, -1), y.repeat(depth))
+    # y may hold one value per sample (labels) or a row per sample (image targets).
+    repeated = y.repeat(depth, *([1] * (y.dim() - 1)))
+    losses = task.per_sample_loss(readouts.reshape(depth * n, -1), repeated)
     return losses.reshape(depth, n)
 
 
@@ -55,9 +57,9 @@ class LayerDescent(ConstraintKind):
 
     The objective is the mean loss of the final readout (the model's output). Metrics:
     ``descent_frac``, the share of samples whose loss strictly decreases at every block
-    transition; ``noisy_accuracy``, the final readout's accuracy on inputs plus Gaussian
-    noise of std ``noise_std``, drawn from a generator seeded with ``noise_seed`` so it is
-    the same noise at every evaluation of a split.
+    transition; ``noisy_accuracy`` (classification tasks only), the final readout's accuracy
+    on inputs plus Gaussian noise of std ``noise_std``, drawn from a generator seeded with
+    ``noise_seed`` so it is the same noise at every evaluation of a split.
     """
 
     uses_epsilon = False
@@ -123,11 +125,12 @@ class LayerDescent(ConstraintKind):
         losses = self.split_losses(task, model, output, split)
         self._split_cache = None  # evaluate_split calls this last: free the split's tensors
         descends = (losses[1:] < losses[:-1]).all(dim=0)
+        metrics = {f"{prefix}/descent_frac": descends.to(losses.dtype).mean()}
+        if task.problem != "classification":
+            return metrics  # accuracy needs decisions; a regression task has none
         generator = torch.Generator().manual_seed(self.noise_seed)
         noise = torch.randn(split.x.shape, generator=generator, dtype=split.x.dtype)
         noisy = split.x + self.noise_std * noise.to(split.x.device)
         predicted = task.predictions(forward_split(model, noisy, task.eval_chunk))
-        return {
-            f"{prefix}/descent_frac": descends.to(losses.dtype).mean(),
-            f"{prefix}/noisy_accuracy": (predicted == split.y).to(losses.dtype).mean(),
-        }
+        metrics[f"{prefix}/noisy_accuracy"] = (predicted == split.y).to(losses.dtype).mean()
+        return metrics

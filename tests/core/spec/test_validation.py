@@ -110,7 +110,7 @@ def test_invalid_specs_name_the_field_and_the_fix(
 
 
 def test_the_built_in_tasks_and_kinds_come_first_in_their_own_order() -> None:
-    assert list(TASKS)[:10] == [
+    assert list(TASKS)[:11] == [
         "two_moons",
         "digits",
         "iris_svm",
@@ -121,6 +121,7 @@ def test_the_built_in_tasks_and_kinds_come_first_in_their_own_order() -> None:
         "compas",
         "cps_wages",
         "convection",
+        "fashion_denoise",
     ]
     assert list(CONSTRAINT_KINDS)[:9] == [
         "sample_loss",

@@ -16,7 +16,7 @@ def test_every_catalog_task_builds_its_data_and_model(name: str) -> None:
     required = [f for f, info in TASKS[name].params.model_fields.items() if info.is_required()]
     if required:
         pytest.skip(f"{name} needs {', '.join(required)} (user data; its own tests use fixtures)")
-    if name == "fashion_mnist":
+    if name.startswith("fashion_"):  # fashion_mnist, fashion_denoise
         require_fashion_mnist()
     task = load_task(name, {})
     data = task.load()
