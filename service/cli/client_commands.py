@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Annotated, cast
 
 import typer
-from rich.console import Console
 
 from dualtune.core.spec import SpecError, load_spec
 from dualtune.core.states import SweepState
 from dualtune.service.api.schemas import SweepStatus, TrialStatus
-from dualtune.service.cli.console import app, console, fail
+from dualtune.service.cli.console import app, console, fail, table_console
 from dualtune.service.cli.views import SweepProgressBars, print_report, print_sweep, print_trials
 from dualtune.service.client import Client, ClientError, default_token
 
@@ -40,17 +39,12 @@ def session(url: str | None = None) -> Iterator[Client]:
             raise fail(str(exc)) from None
 
 
-def _table_console() -> Console:
-    # Piped output is not cut at 80 columns: the table is the point.
-    return Console(width=None if sys.stdout.isatty() else 200)
-
-
 def wait_and_report(c: Client, sweep_id: str) -> int:
     """Progress bars until the sweep is final, then the report table; the exit status."""
     with SweepProgressBars(console) as bars:
         sweep = c.wait(sweep_id, bars.update)
     print_sweep(sweep, console)
-    print_report(c.report(sweep_id), _table_console())
+    print_report(c.report(sweep_id), table_console())
     return 0 if sweep.status == SweepState.SUCCEEDED else 1
 
 
@@ -108,14 +102,14 @@ def trials(
     with session(url) as c:
         sweep = c.get(sweep_id)
         rows = c.trials(sweep_id, cast("TrialStatus | None", status))
-    print_trials(rows, _table_console(), sweep.spec["selection"]["metric"])
+    print_trials(rows, table_console(), sweep.spec["selection"]["metric"])
 
 
 @app.command()
 def report(sweep_id: SweepId, url: Url = None) -> None:
     """Per method, the best trial and its tail metrics against ERM."""
     with session(url) as c:
-        print_report(c.report(sweep_id), _table_console())
+        print_report(c.report(sweep_id), table_console())
 
 
 @app.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 from rich.console import Console
 
@@ -14,6 +16,12 @@ app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
+
+
+def table_console() -> Console:
+    """A console for tables: the terminal's width, or 200 columns when the output is piped
+    (a table cut at 80 columns wraps every cell; the table is the point)."""
+    return Console(width=None if sys.stdout.isatty() else 200)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

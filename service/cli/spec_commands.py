@@ -18,7 +18,7 @@ from rich.table import Table
 from dualtune.core.catalog import CONSTRAINT_KINDS, METHODS, TASKS, plugin_errors
 from dualtune.core.catalog.registry import DISTRIBUTION
 from dualtune.core.spec import SpecError, SweepSpec, load_spec
-from dualtune.service.cli.console import app, console, errors
+from dualtune.service.cli.console import app, console, errors, table_console
 
 SpecPath = Annotated[Path, typer.Argument(help="sweep spec (YAML or JSON)")]
 
@@ -101,8 +101,9 @@ def catalog() -> None:
         for e in failed:
             broken.add_row(e.group, e.name, e.source, e.error)
         tables.append(broken)
+    out = table_console()
     for table in tables:
-        console.print(table)
+        out.print(table)
 
 
 @app.command()
