@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dualtune.core.engine.methods import (
     ALM,
@@ -30,7 +31,45 @@ def observation(values: list[float], objective: float = 0.5, erm: float = 2.0) -
 
 
 def test_erm_minimises_the_mean_loss_only() -> None:
-    assert ERM().primal_loss(observation([5.0]), None).item() == 2.0
+    """ERM's loss on a model's observation is the mean of per-sample cross-entropies computed
+    on their own, its gradient is autograd's of ``F.cross_entropy(reduction="mean")``, and
+    neither moves when the objective, the constraint values or the multipliers change."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3).to(F64)
+    x = torch.randn(8, 4, dtype=F64)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 2, 0])
+    params = list(model.parameters())
+    # The reference: per-sample losses by hand (log-softmax at the label), and torch's mean.
+    logits = model(x)
+    by_hand = -(logits - logits.logsumexp(dim=1, keepdim=True)).gather(1, y[:, None])[:, 0]
+    reference = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="mean"), params)
+
+    def erm_loss_and_gradient(
+        objective_scale: float, constraint_shift: float, lam: torch.Tensor | None
+    ) -> tuple[float, list[torch.Tensor]]:
+        out = model(x)
+        losses = F.cross_entropy(out, y, reduction="none")
+        obs = Observation(
+            objective_scale * out.pow(2).sum(),  # an objective with its own gradient
+            losses.mean(),
+            ConstraintBatch(losses.pow(2) + constraint_shift),  # constraints unlike ℓ
+        )
+        loss = ERM(epsilon=0.1).primal_loss(obs, lam)
+        return loss.item(), list(torch.autograd.grad(loss, params))
+
+    value, gradient = erm_loss_and_gradient(1.0, 0.0, None)
+    assert value == pytest.approx(by_hand.mean().item(), rel=1e-12)
+    for g, r in zip(gradient, reference, strict=True):
+        assert torch.allclose(g, r, rtol=1e-12, atol=1e-14)
+    for scale, shift, lam in [
+        (0.0, 0.0, None),
+        (5.0, 3.0, None),
+        (1.0, -2.0, torch.full((8,), 7.0, dtype=F64)),
+    ]:
+        other_value, other_gradient = erm_loss_and_gradient(scale, shift, lam)
+        assert other_value == value
+        for g, r in zip(other_gradient, gradient, strict=True):
+            assert torch.equal(g, r)
 
 
 def test_penalty_sums_positive_violations_or_absolute_equality_defects() -> None:
