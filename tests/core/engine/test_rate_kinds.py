@@ -213,12 +213,20 @@ def test_the_dual_step_ascends_on_the_hard_values_and_the_primal_on_the_surrogat
     scale = 1.0 if method == "fl" else rho
     expected = torch.clamp(0.5 * scale * (hard - eps), min=0.0)
     assert torch.allclose(multipliers.value, expected)
+
     # The primal gradient is that of the surrogate's Lagrangian: with λ from before the
-    # step (simultaneous, primal first: 0) or after it (dual first).
-    lam = expected if scheme == "alternating_dual_first" else torch.zeros(2, dtype=torch.float64)
-    d = torch.tensor([0.5 - eps, -0.5 - eps], dtype=torch.float64)
-    slope = lam if method == "fl" else torch.clamp(lam + rho * d, min=0.0)
-    grad = float(slope[0] - slope[1])
+    # step (simultaneous, primal first: 0) or after it (dual first); extragradient's is taken
+    # at the extrapolated point (θ_½, λ_½ = the expected λ) and applied from θ_0 = 0.5.
+    def gradient(theta: float, lam: torch.Tensor) -> float:
+        d = torch.tensor([theta - eps, -theta - eps], dtype=torch.float64)
+        slope = lam if method == "fl" else torch.clamp(lam + rho * d, min=0.0)
+        return float(slope[0] - slope[1])
+
+    zero = torch.zeros(2, dtype=torch.float64)
+    if scheme == "extragradient":
+        grad = gradient(0.5 - gradient(0.5, zero), expected)
+    else:
+        grad = gradient(0.5, expected if scheme == "alternating_dual_first" else zero)
     assert float(toy.theta.detach()) == pytest.approx(0.5 - grad)
 
 
