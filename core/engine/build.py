@@ -99,23 +99,10 @@ def build_method(config: TrialConfig, kind: ConstraintKind) -> Method:
         return FL(epsilon=eps, equality=eq)
     if name == "rfl":
         return RFL(alpha=float(v("alpha")), epsilon=eps, equality=eq)
-    if name == "alm":
-        return ALM(
-            rho=float(v("rho")),
-            rho_growth=float(v("rho_growth")),
-            rho_max=float(v("rho_max")),
-            size=kind.num_constraints(),
-            epsilon=eps,
-            equality=eq,
-        )
-    return SAL(
-        rho=float(v("rho")),
-        rho_growth=float(v("rho_growth")),
-        rho_max=float(v("rho_max")),
-        size=kind.num_constraints(),
-        epsilon=eps,
-        equality=eq,
-    )
+    # ALM and SAL: a penalty ρ and its per-constraint schedule.
+    scheduled = {key: float(v(key)) for key in ("rho", "rho_growth", "rho_max")}
+    cls = ALM if name == "alm" else SAL
+    return cls(**scheduled, size=kind.num_constraints(), epsilon=eps, equality=eq)
 
 
 def build_dual_optimizer(

@@ -22,18 +22,11 @@ from dualtune.core.engine.multipliers import Multipliers
 from dualtune.core.engine.observation import ConstraintBatch, Observation
 from dualtune.core.engine.step import SCHEMES, PrimalDualStep
 from dualtune.core.spec.sections import Scheme
+from tests.core.engine.test_convex_ground_truth import well_conditioned
 
 F64 = torch.float64
 N, M = 10, 5
 TOLERANCE = 1e-4
-
-
-def well_conditioned(m: int, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    u, _ = np.linalg.qr(rng.standard_normal((m, m)))
-    v, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    s = rng.uniform(1.5, 2.5, size=m)
-    return (u * s) @ v[:m]
 
 
 def cvxpy_slack_solution(
