@@ -5,6 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# What "comparable average performance" allows in the Feasible Learning verdict: val accuracy
+# at most this many points below ERM's (the research notes' suggestion, not the paper's), or,
+# where there is no accuracy (regression), val mean loss at most this fraction above ERM's.
+ACCURACY_MARGIN_POINTS = 1.0
+MEAN_LOSS_MARGIN = 0.05
+
 TAIL = (
     "loss_mean",
     "cvar_0.01",
@@ -28,6 +34,7 @@ class Section:
     paper_budget: str
     figure: str | None = None
     """``loss_cdf``, ``dp_tradeoff``, ``alpha_ablation`` or ``None``."""
+    figure_caption: str = ""
     notes: tuple[str, ...] = field(default=())
 
 
@@ -35,16 +42,28 @@ SECTIONS: tuple[Section, ...] = (
     Section(
         "feasible_learning",
         "Feasible Learning and resilient FL against ERM and CSERM",
-        "FL and RFL lower the upper tail of the training loss (CVaR at the top 1–10 %, the "
-        "largest loss, more samples under ε) against ERM, with the mean loss and the accuracy "
-        "close to ERM's (Feasible Learning, §1.7 claim 4).",
+        "FL and RFL give the held-out losses a lower upper tail than ERM — fewer high-loss "
+        "outliers: a lower CVaR at the top 1, 5 and 10 % and a lower largest loss — at only a "
+        "marginal cost in average performance (Feasible Learning, 2501.14912, which states it "
+        "for per-sample *test* losses — their CDF and CVaR; the research notes' §1.7 claim 4 "
+        "had read it on training losses). Judged here on the val split, which no trial "
+        "trains on and none is chosen by: each method's best trial by the specs' selection (train "
+        "CVaR₀.₁) holds the claim when its val CVaR₀.₀₁, CVaR₀.₀₅, CVaR₀.₁ and largest loss "
+        f"are all below ERM's and its val accuracy is at most {ACCURACY_MARGIN_POINTS:g} "
+        "point below ERM's (our margin for the paper's “marginal”), or, for regression, its "
+        f"val mean loss at most {100 * MEAN_LOSS_MARGIN:g} % above ERM's. The train split is "
+        "shown beside it; it is not the claim.",
         ("fl_fashion_mnist", "fl_cps_wages"),
         (
+            ("val (held out: the claim)", tuple(f"val/{n}" for n in (*TAIL, "accuracy"))),
             ("train", tuple(f"train/{n}" for n in (*TAIL, "accuracy"))),
-            ("val", tuple(f"val/{n}" for n in (*TAIL, "accuracy"))),
         ),
         "CIFAR-10 / ResNet-18, 200 epochs, 5 seeds; UTKFace age regression, 150 epochs",
         figure="loss_cdf",
+        figure_caption="Per-sample loss tails of each method's best trial at its last epoch: "
+        "the share of a split's samples whose loss exceeds ℓ (1 − CDF, log–log, read from 131 "
+        "quantiles of the split's per-sample losses), held-out val split on the left (the "
+        "claim's), train split on the right.",
         notes=(
             "**Reading it.** The claim depends on how far ERM has fit the training set. At the CI"
             " budget (10 000 images, 10 epochs; `tests/core/engine/test_real_data_claims.py`) FL "
@@ -155,18 +174,22 @@ SECTIONS: tuple[Section, ...] = (
         "shrinks as α grows and RFL approaches FL (the paper's ablation varies the "
         "multipliers' weight decay 1/α). At the fixed point λ_i = α[ℓ_i − ε]₊, so RFL's "
         "primal objective is CSERM's scaled by α, and under Adam, which is blind to that "
-        "scale, small α trains like CSERM.",
+        "scale, small α trains like CSERM. The tail that α buys is read, as in §1, on the "
+        "held-out split (val CVaR₀.₁ and largest loss, against ERM's); the train columns are "
+        "shown beside it and are not the claim.",
         ("rfl_alpha",),
         (
             (
                 "",
                 (
+                    "val/cvar_0.1",
+                    "val/loss_max",
+                    "val/accuracy",
                     "train/cvar_0.1",
                     "train/loss_max",
                     "train/loss_mean",
                     "slack_mean",
                     "slack_max",
-                    "val/accuracy",
                 ),
             ),
         ),

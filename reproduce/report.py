@@ -18,7 +18,12 @@ import matplotlib.pyplot as plt
 
 from dualtune.core.reporting import TrialOutcome, build_report
 from dualtune.core.spec import SweepSpec
-from reproduce.experiments import SECTIONS, Section
+from reproduce.experiments import (
+    ACCURACY_MARGIN_POINTS,
+    MEAN_LOSS_MARGIN,
+    SECTIONS,
+    Section,
+)
 
 Record = dict[str, Any]
 Trial = dict[str, Any]
@@ -120,6 +125,43 @@ def _rel(a: float, b: float) -> float:
     return a / b - 1.0 if b else math.nan
 
 
+HELD_OUT_TAIL = (
+    ("val/cvar_0.01", "CVaR₀.₀₁"),
+    ("val/cvar_0.05", "CVaR₀.₀₅"),
+    ("val/cvar_0.1", "CVaR₀.₁"),
+    ("val/loss_max", "max loss"),
+)
+
+
+def feasible_learning_claim(t: Trial, erm: Trial) -> list[str]:
+    """What keeps the Feasible Learning claim from holding for ``t`` against ``erm``, on the
+    held-out (val) split: empty when it holds. The train split plays no part."""
+    failed = []
+    for column, label in HELD_OUT_TAIL:
+        if not _value(t, column) < _value(erm, column):
+            failed.append(f"val {label} not below ERM's")
+    accuracy = _value(t, "val/accuracy"), _value(erm, "val/accuracy")
+    if not math.isnan(accuracy[1]):
+        drop = 100 * (accuracy[1] - accuracy[0])
+        if not drop <= ACCURACY_MARGIN_POINTS:
+            failed.append(
+                f"val accuracy {drop:.2f} points below ERM's (margin {ACCURACY_MARGIN_POINTS:g})"
+            )
+    else:
+        rise = _rel(_value(t, "val/loss_mean"), _value(erm, "val/loss_mean"))
+        if not rise <= MEAN_LOSS_MARGIN:
+            failed.append(
+                f"val mean loss {100 * rise:+.1f} % against ERM's (margin "
+                f"+{100 * MEAN_LOSS_MARGIN:g} %)"
+            )
+    return failed
+
+
+def _versus(t: Trial, erm: Trial, column: str, label: str) -> str:
+    a, b = _value(t, column), _value(erm, column)
+    return f"{label} {_fmt(a)} vs {_fmt(b)} ({100 * _rel(a, b):+.1f} %)"
+
+
 def verdict_feasible_learning(records: Sequence[Record]) -> list[str]:
     out = []
     for record in records:
@@ -128,24 +170,42 @@ def verdict_feasible_learning(records: Sequence[Record]) -> list[str]:
         if erm is None:
             out.append(f"* `{record['name']}`: no ERM trial finished; no comparison.")
             continue
+        classification = not math.isnan(_value(erm, "val/accuracy"))
         for method in ("fl", "rfl", "cserm"):
             t = best.get(method)
             if t is None:
                 continue
-            cvar = _value(t, "train/cvar_0.1"), _value(erm, "train/cvar_0.1")
-            top = _value(t, "train/loss_max"), _value(erm, "train/loss_max")
-            mean = _value(t, "train/loss_mean"), _value(erm, "train/loss_mean")
-            holds = cvar[0] < cvar[1] and top[0] < top[1] and _rel(*mean) <= 0.05
-            acc = ""
-            if not math.isnan(_value(t, "val/accuracy")):
+            held_out = [_versus(t, erm, c, label) for c, label in HELD_OUT_TAIL]
+            if classification:
                 diff = 100 * (_value(t, "val/accuracy") - _value(erm, "val/accuracy"))
-                acc = f"; val accuracy {diff:+.2f} points"
+                held_out.append(f"accuracy {diff:+.2f} points")
+            else:
+                held_out.append(_versus(t, erm, "val/loss_mean", "mean loss"))
+            train = [
+                _versus(t, erm, "train/cvar_0.1", "CVaR₀.₁"),
+                _versus(t, erm, "train/loss_max", "max loss"),
+                _versus(t, erm, "train/loss_mean", "mean loss"),
+            ]
+            failed = feasible_learning_claim(t, erm)
+            tag = "; a baseline, not part of the claim" if method == "cserm" else ""
+            verdict = "does not hold" if failed else "holds"
             out.append(
-                f"* `{record['name']}` {method} ({_params(t)}) vs ERM: train CVaR₀.₁ "
-                f"{_fmt(cvar[0])} vs {_fmt(cvar[1])} ({100 * _rel(*cvar):+.1f} %), max loss "
-                f"{_fmt(top[0])} vs {_fmt(top[1])} ({100 * _rel(*top):+.1f} %), mean "
-                f"{100 * _rel(*mean):+.1f} %{acc} — claim (lower CVaR₀.₁ and max, mean at most "
-                f"5 % above) **{'holds' if holds else 'does not hold'}** here."
+                f"* `{record['name']}` {method} ({_params(t)}{tag}) vs ERM — held out (val): "
+                f"{', '.join(held_out)}; train, not the claim: {', '.join(train)} — claim "
+                f"**{verdict}**{': ' + '; '.join(failed) if failed else ''}."
+            )
+        constrained = [
+            t
+            for t in _sorted(record["trials"])
+            if t["method"] in ("fl", "rfl") and t["status"] == "succeeded"
+        ]
+        if constrained:
+            meeting = [t for t in constrained if not feasible_learning_claim(t, erm)]
+            names = "; ".join(f"{t['method']} ({_params(t)})" for t in meeting)
+            out.append(
+                f"* `{record['name']}`, every FL and RFL trial, whatever the selection: "
+                f"{len(meeting)} of {len(constrained)} meet the held-out claim"
+                f"{' — ' + names if names else ''}."
             )
     return out
 
@@ -272,15 +332,34 @@ def _spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
 def verdict_rfl_alpha(records: Sequence[Record]) -> list[str]:
     out = []
     for record in records:
-        rfl = [t for t in record["trials"] if t["method"] == "rfl" and t["status"] == "succeeded"]
+        trials = _sorted(t for t in record["trials"] if t["status"] == "succeeded")
+        rfl = [t for t in trials if t["method"] == "rfl"]
         alphas = [float(t["params"]["alpha"]) for t in rfl]
         if len(rfl) < 2:
             continue
-        for column in ("train/cvar_0.1", "slack_mean"):
+        for column, reading in (
+            ("slack_mean", "the claim"),
+            ("val/cvar_0.1", "the held-out tail"),
+            ("train/cvar_0.1", "the train tail, not the claim"),
+        ):
             rho = _spearman(alphas, [_value(t, column) for t in rfl])
             out.append(
-                f"* Spearman rank correlation of α with {column}: {rho:+.2f} "
+                f"* Spearman rank correlation of α with {column} ({reading}): {rho:+.2f} "
                 f"({len(rfl)} values of α)."
+            )
+        erm = next((t for t in trials if t["method"] == "erm"), None)
+        if erm is None:
+            continue
+        for column, label in (("val/cvar_0.1", "val CVaR₀.₁"), ("val/loss_max", "val max loss")):
+            below = [
+                a
+                for a, t in zip(alphas, rfl, strict=True)
+                if _value(t, column) < _value(erm, column)
+            ]
+            shown = ", ".join(f"{a:g}" for a in below) or "none"
+            out.append(
+                f"* {label} below ERM's ({_fmt(_value(erm, column))}) at {len(below)} of "
+                f"{len(rfl)} values of α (α = {shown})."
             )
     return out
 
@@ -298,32 +377,47 @@ VERDICTS: dict[str, Callable[[Sequence[Record]], list[str]]] = {
 # -- figures
 
 
-def figure_loss_cdf(record: Record, path: Path) -> bool:
+def loss_tails(record: Record, split: str) -> list[tuple[str, list[float], list[float]]]:
+    """``(label, ℓ, share of the split's samples with loss > ℓ)`` per method's best trial,
+    from the quantiles of its last per-sample ``split`` losses (``runner.loss_quantiles``);
+    methods whose trial has none are left out."""
+    curves = []
     best = best_per_method(record)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    drawn = False
     for method, t in sorted(best.items(), key=lambda kv: METHOD_ORDER.index(kv[0])):
-        q = t.get("train_loss_quantiles")
+        q = t.get(f"{split}_loss_quantiles")
         if not q:
             continue
-        levels = t.get("train_loss_levels") or list(np.linspace(0.0, 1.0, len(q)))
+        levels = t.get("loss_levels") or t.get(f"{split}_loss_levels")
+        levels = levels or list(np.linspace(0.0, 1.0, len(q)))
+        keep = [(v, 1.0 - lv) for v, lv in zip(q, levels, strict=True) if lv < 1.0 and v > 0]
+        if keep:
+            xs, ys = zip(*keep, strict=True)
+            curves.append((f"{method} ({_params(t)})", list(xs), list(ys)))
+    return curves
+
+
+def figure_loss_cdf(record: Record, path: Path) -> bool:
+    panels = {"val": "held-out (val)", "train": "train"}
+    tails = {split: loss_tails(record, split) for split in panels}
+    if not any(tails.values()):
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, (split, name) in zip(axes, panels.items(), strict=True):
         # The survival curve on log-log axes: the tail, which is what the methods differ in,
         # fills the right half instead of collapsing into the top of a CDF.
-        keep = [(v, 1.0 - lv) for v, lv in zip(q, levels, strict=True) if lv < 1.0 and v > 0]
-        if not keep:
-            continue
-        ax.step(*zip(*keep, strict=True), where="post", label=f"{method} ({_params(t)})")
-        drawn = True
-    if not drawn:
-        plt.close(fig)
-        return False
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("per-sample training loss ℓ")
-    ax.set_ylabel("share of training samples with loss > ℓ")
-    ax.set_title(f"{record['name']}: training-loss tail, best trial per method")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+        for label, xs, ys in tails[split]:
+            ax.step(xs, ys, where="post", label=label)
+        if not tails[split]:
+            ax.text(0.5, 0.5, f"no per-sample {split} losses", ha="center", transform=ax.transAxes)
+        else:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
+        ax.set_xlabel(f"per-sample {split} loss ℓ")
+        ax.set_title(f"{name} loss tail")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("share of the split's samples with loss > ℓ")
+    fig.suptitle(f"{record['name']}: best trial per method, last epoch")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -360,23 +454,27 @@ def figure_alpha_ablation(record: Record, path: Path) -> bool:
     if not rfl:
         return False
     alphas = [float(t["params"]["alpha"]) for t in rfl]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(alphas, [_value(t, "train/cvar_0.1") for t in rfl], "o-", label="train CVaR₀.₁")
-    ax.plot(alphas, [_value(t, "train/loss_mean") for t in rfl], "s-", label="train mean loss")
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
     erm = [t for t in record["trials"] if t["method"] == "erm" and t["status"] == "succeeded"]
-    if erm:
-        ax.axhline(_value(erm[0], "train/cvar_0.1"), ls="--", c="grey", label="ERM CVaR₀.₁")
+    for split, colour, style in (("val", "C0", "o-"), ("train", "C1", "s--")):
+        column = f"{split}/cvar_0.1"
+        ax.plot(
+            alphas, [_value(t, column) for t in rfl], style, c=colour, label=f"{split} CVaR₀.₁"
+        )
+        if erm:
+            ax.axhline(_value(erm[0], column), ls=":", c=colour, label=f"ERM {split} CVaR₀.₁")
     ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("slack cost α")
-    ax.set_ylabel("loss")
+    ax.set_ylabel("CVaR₀.₁ of the per-sample loss")
     twin = ax.twinx()
     twin.plot(alphas, [_value(t, "slack_mean") for t in rfl], "^:", c="C3", label="mean slack")
     twin.set_yscale("log")
     twin.set_ylabel("mean slack u = λ/α")
     lines = ax.get_legend_handles_labels()
     more = twin.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8)
-    ax.set_title(f"{record['name']}: RFL over α")
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7)
+    ax.set_title(f"{record['name']}: RFL over α (held-out val and train tails)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -417,6 +515,8 @@ def section_markdown(
             path = figure_dir / f"{record['name']}_{section.figure}.png"
             if FIGURES[section.figure](record, path):
                 lines += [f"![{record['name']}]({path.relative_to(doc.parent).as_posix()})", ""]
+                if section.figure_caption:
+                    lines += [f"*{section.figure_caption}*", ""]
     verdicts = VERDICTS[section.key](records)
     if verdicts:
         lines += ["**Measured.**", "", *verdicts, ""]

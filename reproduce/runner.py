@@ -1,23 +1,27 @@
 """Run one reproduction spec through the sweep driver (local Ray + MLflow) and keep what the
-report needs: every trial's final metrics, its train-loss quantiles, the wall time."""
+report needs: every trial's final metrics, the quantiles of its last per-sample train and val
+(held-out) losses, the wall time."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from dualtune.core.spec import SweepSpec, load_spec
 
-# Quantile levels of the per-sample train losses kept per trial: evenly spaced up to 0.99,
+# Quantile levels of the per-sample losses kept per trial and split: evenly spaced up to 0.99,
 # then ever closer to 1, so that the figure resolves the top 1 % down to 1e-5 of the samples.
 QUANTILES = np.concatenate([np.linspace(0.0, 0.99, 100), 1.0 - np.logspace(-2, -5, 31)[1:], [1.0]])
 SPEC_DIR = Path("examples/reproduce")
+SPLITS = ("train", "val")
 
 
 def spec_path(name: str) -> Path:
@@ -32,11 +36,39 @@ def sweep_id_for(spec: SweepSpec) -> str:
     return f"{name}-{digest}"
 
 
+def final_split_losses(tracking_uri: str, run_id: str, split: str) -> np.ndarray | None:
+    """The losses in a child run's last ``per_sample/{split}_epoch*.parquet`` (the trial's
+    last epoch: the worker always logs it), or ``None`` where the run has none."""
+    from dualtune.worker.tracking.resilient import ResilientClient
+
+    client = ResilientClient(tracking_uri, budget_s=5.0)
+    ok, listing = client.call(lambda c: c.list_artifacts(run_id, "per_sample"))
+    if not ok or not listing:
+        return None
+    names = sorted(a.path for a in listing if Path(a.path).name.startswith(f"{split}_epoch"))
+    if not names:
+        return None
+    with tempfile.TemporaryDirectory() as directory:
+        ok, path = client.call(lambda c: c.download_artifacts(run_id, names[-1], directory))
+        if not ok or path is None:
+            return None
+        return np.asarray(pd.read_parquet(path)["loss"].to_numpy())
+
+
+def loss_quantiles(tracking_uri: str, run_id: str) -> dict[str, list[float]]:
+    """``{split: quantiles at QUANTILES}`` for the splits whose losses the run logged."""
+    out: dict[str, list[float]] = {}
+    for split in SPLITS:
+        losses = final_split_losses(tracking_uri, run_id, split)
+        if losses is not None and losses.size:
+            out[split] = [float(q) for q in np.quantile(losses, QUANTILES)]
+    return out
+
+
 def run_spec(name: str, work_dir: Path, *, fresh: bool = False) -> dict[str, Any]:
     """Run ``examples/reproduce/<name>.yaml`` and return the result record (also written to
     ``<work_dir>/results/<name>.json``)."""
     from dualtune.worker.driver import run_sweep
-    from dualtune.worker.tracking.sweep_run import final_train_losses
 
     spec = load_spec(spec_path(name))
     sweep_id = sweep_id_for(spec)
@@ -55,11 +87,9 @@ def run_spec(name: str, work_dir: Path, *, fresh: bool = False) -> dict[str, Any
     trials: list[dict[str, Any]] = []
     for record in result.trials:
         outcome = record.outcome
-        quantiles: list[float] | None = None
+        quantiles: dict[str, list[float]] = {}
         if outcome.status == "succeeded" and record.mlflow_run_id:
-            losses = final_train_losses(tracking_uri, record.mlflow_run_id)
-            if losses is not None and losses.size:
-                quantiles = [float(q) for q in np.quantile(losses, QUANTILES)]
+            quantiles = loss_quantiles(tracking_uri, record.mlflow_run_id)
         trials.append(
             {
                 "trial_id": outcome.trial_id,
@@ -69,8 +99,8 @@ def run_spec(name: str, work_dir: Path, *, fresh: bool = False) -> dict[str, Any
                 "error": outcome.error,
                 "metrics": dict(outcome.metrics),
                 "mlflow_run_id": record.mlflow_run_id,
-                "train_loss_quantiles": quantiles,
-                "train_loss_levels": [float(q) for q in QUANTILES] if quantiles else None,
+                **{f"{split}_loss_quantiles": quantiles.get(split) for split in SPLITS},
+                "loss_levels": [float(q) for q in QUANTILES] if quantiles else None,
             }
         )
     record_out = {
