@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from dualtune.core.spec import SweepSpec
-from dualtune.core.states import TrialState
+from dualtune.core.states import TRIAL_SELECTABLE
 
 if TYPE_CHECKING:
     from dualtune.core.reporting import TrialOutcome
@@ -112,8 +112,9 @@ def pareto_section(spec: SweepSpec, outcomes: Sequence[TrialOutcome]) -> dict[st
                       "front": [trial_id, …]}]}
 
     One entry per method of the spec, in its order (ERM included). ``points``: the method's
-    succeeded trials with both metrics finite, in the outcomes' order; ``front``: the ids of
-    those on its Pareto front, in ascending x. A method without such a trial has both empty.
+    succeeded and stopped trials with both metrics finite, in the outcomes' order;
+    ``front``: the ids of those on its Pareto front, in ascending x. A method without such
+    a trial has both empty.
     """
     x_axis = constraint_axis(spec)
     y_metric, y_mode = spec.selection.metric, spec.selection.mode
@@ -121,7 +122,7 @@ def pareto_section(spec: SweepSpec, outcomes: Sequence[TrialOutcome]) -> dict[st
     for method in spec.methods:
         points: list[dict[str, Any]] = []
         for o in outcomes:
-            if o.method != method or o.status != TrialState.SUCCEEDED:
+            if o.method != method or o.status not in TRIAL_SELECTABLE:
                 continue
             x, y = _finite(o.metrics, x_axis.metric), _finite(o.metrics, y_metric)
             if x is not None and y is not None:

@@ -4,6 +4,7 @@ then each method's Pareto front of the selection metric against the constraint m
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
@@ -98,6 +99,8 @@ def render_report(report: dict[str, Any], console: Console | None = None) -> Non
         label = shown["trial_id"] + (f"\n{params}" if params else "")
         if best is None:
             label += "\n[red]met no selection bound[/red]"
+        if shown.get("status") == "stopped" and shown.get("epochs") is not None:
+            label += f"\nstopped at epoch {int(shown['epochs'])}"
         cells = []
         for key, _ in COLUMNS:
             value = shown["metrics"].get(key)
@@ -112,10 +115,43 @@ def render_report(report: dict[str, Any], console: Console | None = None) -> Non
         table.add_row(entry["method"], label, *cells)
     console.print(table)
     console.print(
-        f"trials: {counts.get('succeeded', 0)} succeeded, {counts.get('diverged', 0)} diverged, "
-        f"{counts.get('failed', 0)} failed, {counts.get('cancelled', 0)} cancelled"
+        f"trials: {counts.get('succeeded', 0)} succeeded, {counts.get('stopped', 0)} stopped, "
+        f"{counts.get('diverged', 0)} diverged, {counts.get('failed', 0)} failed, "
+        f"{counts.get('cancelled', 0)} cancelled"
         + ("   (× = ratio to ERM's best)" if erm else ""),
         highlight=False,
     )
+    for line in best_feasible_lines(report) + compute_lines(report):
+        console.print(line, highlight=False)
     if report.get("pareto"):
         console.print(pareto_table(report["pareto"]))
+
+
+def best_feasible_lines(report: Mapping[str, Any]) -> list[str]:
+    """Each method's best trial's best feasible evaluation, where it is not its last."""
+    metric = report["selection"]["metric"]
+    lines = []
+    for entry in report["methods"]:
+        best = entry["best"]
+        earlier = best and best.get("best_feasible")
+        if not earlier or earlier["epoch"] == best.get("epochs"):
+            continue
+        value = earlier["metrics"].get(metric)
+        lines.append(
+            f"{entry['method']}: its best feasible evaluation was epoch {earlier['epoch']} "
+            f"({metric} {_fmt(value)}, last {_fmt(best['metrics'].get(metric))})"
+        )
+    return lines
+
+
+def compute_lines(report: Mapping[str, Any]) -> list[str]:
+    """What early stopping saved (nothing is said of a sweep without it)."""
+    compute = report.get("compute")
+    if not compute or not compute.get("early_stopping"):
+        return []
+    share = compute["share"]
+    return [
+        f"early stopping: {compute['epochs_run']} of {compute['epochs_asked']} epochs run"
+        + (f" ({100 * share:.0f} %)" if share is not None else "")
+        + f", {compute['stopped']} trials stopped"
+    ]

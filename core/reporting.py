@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dualtune.core.pareto import pareto_section
-from dualtune.core.spec import SweepSpec
-from dualtune.core.states import TRIAL_FINAL, TrialState
+from dualtune.core.spec import Selection, SweepSpec
+from dualtune.core.spec.metric_names import BEST_FEASIBLE, BEST_FEASIBLE_EPOCH, EPOCHS_RUN
+from dualtune.core.states import TRIAL_FINAL, TRIAL_SELECTABLE, TrialState
 
 TABLE_METRICS: tuple[str, ...] = (
     "train/loss_mean",
@@ -54,14 +55,21 @@ def meets_bounds(metrics: Mapping[str, float], subject_to: Mapping[str, Any]) ->
     return True
 
 
-def _score(outcome: TrialOutcome, metric: str, mode: str) -> float:
-    value = outcome.metrics.get(metric, math.nan)
+def score(metrics: Mapping[str, float], metric: str, mode: str) -> float:
+    """``metric`` as a number to minimise (a missing or NaN metric is the worst)."""
+    value = metrics.get(metric, math.nan)
     if math.isnan(value):
         return math.inf
     return value if mode == "min" else -value
 
 
-def _total_violation(metrics: Mapping[str, float], subject_to: Mapping[str, Any]) -> float:
+def _score(outcome: TrialOutcome, metric: str, mode: str) -> float:
+    return score(outcome.metrics, metric, mode)
+
+
+def total_violation(metrics: Mapping[str, float], subject_to: Mapping[str, Any]) -> float:
+    """How far ``metrics`` are outside the ``subject_to`` bounds, summed (0 when inside;
+    infinite when a bounded metric is missing)."""
     total = 0.0
     for name, bound in subject_to.items():
         value = metrics.get(name, math.nan)
@@ -73,11 +81,62 @@ def _total_violation(metrics: Mapping[str, float], subject_to: Mapping[str, Any]
     return total
 
 
+def best_feasible_metrics(
+    history: Sequence[Mapping[str, float]], selection: Selection, names: Sequence[str] = ()
+) -> dict[str, float]:
+    """A trial's best feasible evaluation as ``best_feasible/<name>`` metrics: among the
+    evaluations of ``history`` (each with its ``epoch``) that meet every
+    ``selection.subject_to`` bound, the best by the selection's metric (the earliest of
+    equals), with its ``best_feasible/epoch``; the selection's metrics, its bounds' and
+    ``names`` are kept. Empty when no evaluation met the bounds (TFCO's "best iterate")."""
+    feasible = [h for h in history if meets_bounds(h, selection.subject_to)]
+    if not feasible:
+        return {}
+    best = min(feasible, key=lambda h: score(h, selection.metric, selection.mode))
+    kept = dict.fromkeys((selection.metric, *selection.subject_to, *names))
+    out = {f"{BEST_FEASIBLE}{k}": float(best[k]) for k in kept if k in best}
+    out[BEST_FEASIBLE_EPOCH] = float(best.get("epoch", math.nan))
+    return out
+
+
+def _best_feasible_entry(metrics: Mapping[str, float]) -> dict[str, Any] | None:
+    if BEST_FEASIBLE_EPOCH not in metrics:
+        return None
+    prefix = len(BEST_FEASIBLE)
+    return {
+        "epoch": int(metrics[BEST_FEASIBLE_EPOCH]),
+        "metrics": {
+            k[prefix:]: v
+            for k, v in metrics.items()
+            if k.startswith(BEST_FEASIBLE) and k != BEST_FEASIBLE_EPOCH
+        },
+    }
+
+
 def _entry(outcome: TrialOutcome) -> dict[str, Any]:
     return {
         "trial_id": outcome.trial_id,
         "params": dict(outcome.params),
+        "status": outcome.status,
+        "epochs": outcome.metrics.get(EPOCHS_RUN),
         "metrics": {k: outcome.metrics.get(k) for k in TABLE_METRICS if k in outcome.metrics},
+        "best_feasible": _best_feasible_entry(outcome.metrics),
+    }
+
+
+def compute_section(spec: SweepSpec, outcomes: Sequence[TrialOutcome]) -> dict[str, Any]:
+    """The epochs the sweep's trials ran against the epochs it asked for (``train.epochs``
+    each): what early stopping saved. A trial without an evaluation counts 0 epochs."""
+    asked = spec.train.epochs * len(outcomes)
+    run = sum(int(o.metrics.get(EPOCHS_RUN, 0.0)) for o in outcomes)
+    return {
+        "epochs_run": run,
+        "epochs_asked": asked,
+        "share": run / asked if asked else None,
+        "stopped": sum(o.status == TrialState.STOPPED for o in outcomes),
+        "early_stopping": (
+            spec.early_stopping.model_dump(mode="json") if spec.early_stopping else None
+        ),
     }
 
 
@@ -109,7 +168,7 @@ def build_report(
         counts[o.status] = counts.get(o.status, 0) + 1
     methods: list[dict[str, Any]] = []
     for method in spec.methods:
-        done = [o for o in outcomes if o.method == method and o.status == TrialState.SUCCEEDED]
+        done = [o for o in outcomes if o.method == method and o.status in TRIAL_SELECTABLE]
         feasible = [o for o in done if meets_bounds(o.metrics, sel.subject_to)]
         best = min(feasible, key=lambda o: _score(o, sel.metric, sel.mode), default=None)
         infeasible = None
@@ -117,7 +176,7 @@ def build_report(
             infeasible = min(
                 done,
                 key=lambda o: (
-                    _total_violation(o.metrics, sel.subject_to),
+                    total_violation(o.metrics, sel.subject_to),
                     _score(o, sel.metric, sel.mode),
                 ),
             )
@@ -125,7 +184,8 @@ def build_report(
             {
                 "method": method,
                 "trials": sum(o.method == method for o in outcomes),
-                "succeeded": len(done),
+                "succeeded": sum(o.status == TrialState.SUCCEEDED for o in done),
+                "stopped": sum(o.status == TrialState.STOPPED for o in done),
                 "met_bounds": len(feasible),
                 "best": _entry(best) if best else None,
                 "best_infeasible": _entry(infeasible) if infeasible else None,
@@ -142,4 +202,5 @@ def build_report(
         "table_metrics": list(TABLE_METRICS),
         "methods": methods,
         "pareto": pareto_section(spec, outcomes),
+        "compute": compute_section(spec, outcomes),
     }

@@ -55,6 +55,9 @@ TRIAL_FINAL = frozenset(
         TrialState.CANCELLED,
     }
 )
+TRIAL_SELECTABLE = frozenset({TrialState.SUCCEEDED, TrialState.STOPPED})
+"""The trials that selection, reports and fronts read: those that finished training, on
+their own or stopped early by the sweep's scheduler with the metrics they had."""
 TRIAL_RETRYABLE = frozenset({TrialState.FAILED, TrialState.DIVERGED, TrialState.CANCELLED})
 TRIAL_REPORTED = frozenset(
     {

@@ -35,6 +35,7 @@ from dualtune.worker.packing import Unit, plan_units
 from dualtune.worker.preflight import check_sweep
 from dualtune.worker.ray_runtime import connect_ray, tune_config_overrides
 from dualtune.worker.refusal import StopWhenRefused
+from dualtune.worker.rung_board import start_board
 from dualtune.worker.tracking import ensure_experiment, ensure_parent_run, log_sweep_report
 from dualtune.worker.tracking.resilient import ResilientClient
 from dualtune.worker.tracking.sweep_run import final_train_losses
@@ -196,6 +197,7 @@ def run_sweep(
     experiment_path = str(experiment)
     with record_loads(datasets):
         units = _units(spec, trials, experiment)
+    board = start_board(spec, experiment, name=f"dualtune-rungs-{sweep_id}-{experiment.name}")
     trainable = tune.with_resources(
         tune.with_parameters(
             run_unit,
@@ -205,6 +207,8 @@ def run_sweep(
             datasets=datasets,
             registrations=Registrations.of_this_process(),
             environment=WorkerEnvironment.of_this_process(),
+            selection=spec.selection,
+            board=board,
         ),
         _resources(spec),
     )

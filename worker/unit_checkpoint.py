@@ -88,6 +88,7 @@ def save(directory: Path, checkpoint: UnitCheckpoint) -> None:
     meta = {
         "version": checkpoint.state["version"],
         "diverged": {t: [int(e), str(d)] for t, (e, d) in checkpoint.state["diverged"].items()},
+        "stopped": sorted(checkpoint.state.get("stopped", ())),
         "unsent": {
             t: [[int(e), {k: _json_value(float(v)) for k, v in m.items()}] for e, m in items]
             for t, items in checkpoint.unsent.items()
@@ -111,6 +112,7 @@ def load(directory: Path, trial_ids: Collection[str]) -> UnitCheckpoint:
         "version": meta["version"],
         "members": members,
         "diverged": {t: (int(e), str(d)) for t, (e, d) in meta["diverged"].items() if t in wanted},
+        "stopped": [t for t in meta.get("stopped", ()) if t in wanted],
     }
     unsent = {
         t: [(int(e), {k: float(v) for k, v in m.items()}) for e, m in items]

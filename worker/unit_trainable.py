@@ -30,16 +30,19 @@ from typing import Any
 
 from ray import tune
 
+from dualtune.core.early_stopping import rung_at
 from dualtune.core.engine.errors import Diverged
 from dualtune.core.engine.fit import fit_unit
-from dualtune.core.engine.result import UnitEvalReport
-from dualtune.core.spec import TrialConfig
+from dualtune.core.engine.result import TrialResult, UnitEvalReport
+from dualtune.core.reporting import TABLE_METRICS, best_feasible_metrics
+from dualtune.core.spec import Selection, TrialConfig
 from dualtune.core.states import TrialState
 from dualtune.core.tasks.base import Dataset
 from dualtune.core.tasks.shared_data import provide
 from dualtune.worker import unit_checkpoint
 from dualtune.worker.crash_points import AFTER_LOG, crash_point
 from dualtune.worker.outcomes import MemberOutcome, encode
+from dualtune.worker.rung_board import RungBoard
 from dualtune.worker.tracking import TrialRunLogger
 from dualtune.worker.unit_checkpoint import FinalArrays, UnitCheckpoint
 from dualtune.worker.unit_settings import (
@@ -98,8 +101,20 @@ def _count_attempt(unit_dir: Path, resumed: int) -> int:
 class _Unit:
     """One start of a unit: its members' loggers and outcomes, and how it reports."""
 
-    def __init__(self, trials: Sequence[TrialConfig], tracking: TrackingSettings) -> None:
+    def __init__(
+        self,
+        trials: Sequence[TrialConfig],
+        tracking: TrackingSettings,
+        selection: Selection,
+        board: RungBoard | None,
+    ) -> None:
         self.trials = list(trials)
+        self.selection = selection
+        self.board = board
+        self.judged: dict[str, set[int]] = {t.trial_id: set() for t in trials}
+        """The rungs at which each member has had the board's decision (this start)."""
+        self.stopped_finals: dict[str, FinalArrays] = {}
+        self.stopped_state: dict[str, Any] = {}
         self.unit_dir = _unit_dir()
         self.loggers = {t.trial_id: trial_logger(t, tracking) for t in trials}
         self.epsilon = {t.trial_id: measured_epsilon(t) for t in trials}
@@ -125,7 +140,8 @@ class _Unit:
     ) -> None:
         logger = self.loggers[trial_id]
         logger.set_status_tag(status, error)
-        summary = logger.finish("FINISHED" if status == TrialState.SUCCEEDED else "FAILED")
+        finished = status in (TrialState.SUCCEEDED, TrialState.STOPPED)
+        summary = logger.finish("FINISHED" if finished else "FAILED")
         self.outcomes[trial_id] = MemberOutcome(
             trial_id, status, metrics, error, logger.run_id, summary.message, self.attempt
         )
@@ -138,6 +154,40 @@ class _Unit:
             if not self._ended(trial_id):
                 # No metrics: its last evaluation is not what it ended with.
                 self._finish(trial_id, TrialState.DIVERGED, {}, str(exc))
+
+    def _ending_metrics(
+        self, metrics: dict[str, float], history: list[dict[str, float]]
+    ) -> dict[str, float]:
+        """A member's last metrics with its best feasible evaluation beside them."""
+        return {**metrics, **best_feasible_metrics(history, self.selection, TABLE_METRICS)}
+
+    def _to_stop(self, report: UnitEvalReport) -> set[str]:
+        """The members the rung board stops at this evaluation (none at the last one)."""
+        if self.board is None or report.is_last:
+            return set()
+        rung = rung_at(self.board.rungs, report.epoch)
+        if rung is None:
+            return set()
+        asking = {t: m for t, m in report.metrics.items() if rung not in self.judged[t]}
+        if not asking:
+            return set()
+        decisions = self.board.decide(rung, asking)
+        for trial_id in asking:
+            self.judged[trial_id].add(rung)
+        return {t for t, goes_on in decisions.items() if not goes_on}
+
+    def _end(self, trial_id: str, result: TrialResult, status: TrialState) -> FinalArrays:
+        """Log a member's final artifacts and finish its run as ``status``."""
+        self.loggers[trial_id].log_final(
+            result.per_sample,
+            epsilon=self.epsilon[trial_id],
+            multipliers=result.multipliers,
+            hardest=result.hardest,
+            figures=self.plots == "all",
+        )
+        metrics = self._ending_metrics(result.final, result.history)
+        self._finish(trial_id, status, metrics, None)
+        return FinalArrays(result.per_sample, result.multipliers, result.hardest)
 
     def _report(self, epoch: int | None, checkpoint: UnitCheckpoint | None) -> None:
         self.last_report = time.monotonic()
@@ -195,17 +245,27 @@ class _Unit:
             self.outcomes[trial_id] = self._running(trial_id)
         final_state: dict[str, Any] = {}
 
-        def reporter(report: UnitEvalReport) -> None:
+        def reporter(report: UnitEvalReport) -> set[str]:
             ended_before = self._ended_count()
             self._diverged(report.diverged)
+            stopping = self._to_stop(report)
             for trial_id, metrics in report.metrics.items():
                 logger = self.loggers[trial_id]
+                if report.is_last or trial_id in stopping:
+                    history = report.trainer.histories[trial_id]
+                    metrics = self._ending_metrics(metrics, history)
                 logger.log_metrics(report.epoch, metrics)
-                if report.is_last or report.epoch % self.every == 0:
+                if report.is_last or report.epoch % self.every == 0 or trial_id in stopping:
                     logger.log_per_sample(
                         report.epoch, report.per_sample(trial_id), epsilon=self.epsilon[trial_id]
                     )
                 self.outcomes[trial_id] = self._running(trial_id, metrics)
+            if stopping:
+                # What the unit's last checkpoint holds when every member stops early.
+                self.stopped_state = report.state_dict()
+            for trial_id in sorted(stopping):
+                result = report.result(trial_id)
+                self.stopped_finals[trial_id] = self._end(trial_id, result, TrialState.STOPPED)
             crash_point(AFTER_LOG, report.epoch, self.unit_dir)
             if report.is_last:
                 final_state.update(report.state_dict())  # saved below, with the outcomes
@@ -214,25 +274,17 @@ class _Unit:
                 self.last_checkpoint = time.monotonic()
             elif self._report_due() or self._ended_count() > ended_before:
                 self._report(report.epoch, None)
+            return stopping
 
         self.last_checkpoint = self.last_report = time.monotonic()  # periods of training
         result = fit_unit(todo, reporter=reporter, resume=resume.state if resume else None)
         self._diverged(result.diverged)
-        finals: dict[str, FinalArrays] = {}
+        finals = dict(self.stopped_finals)
         for trial_id, trial_result in result.results.items():
-            finals[trial_id] = FinalArrays(
-                trial_result.per_sample, trial_result.multipliers, trial_result.hardest
-            )
-            self.loggers[trial_id].log_final(
-                trial_result.per_sample,
-                epsilon=self.epsilon[trial_id],
-                multipliers=trial_result.multipliers,
-                hardest=trial_result.hardest,
-                figures=self.plots == "all",
-            )
-            self._finish(trial_id, TrialState.SUCCEEDED, trial_result.final, None)
-        if final_state:
-            self._report(None, self._checkpoint(final_state, finals))
+            finals[trial_id] = self._end(trial_id, trial_result, TrialState.SUCCEEDED)
+        state = final_state or self.stopped_state
+        if state:
+            self._report(None, self._checkpoint(state, finals))
         else:  # every member diverged before an evaluation: nothing new to resume from
             self._report(None, None)
 
@@ -246,12 +298,15 @@ def run_unit(
     datasets: Mapping[str, Dataset] | None = None,
     registrations: Registrations | None = None,
     environment: WorkerEnvironment | None = None,
+    selection: Selection | None = None,
+    board: RungBoard | None = None,
 ) -> None:
     """Tune entry point: ``config["trial_id"]`` names a unit (``units``: its trial ids; a
     trial id that names no unit is a unit of itself). The driver's ``environment`` and
     in-process ``registrations`` are applied first: the trials' configs name them; the
     ``datasets`` the driver loaded are what the unit trains on
-    (``core.tasks.shared_data``)."""
+    (``core.tasks.shared_data``). ``selection`` picks each member's best feasible
+    evaluation; ``board``, the sweep's rung board when it stops early."""
     if environment is not None:
         environment.apply()
     if registrations is not None:
@@ -259,7 +314,8 @@ def run_unit(
     provide(datasets or {})
     set_torch_threads()
     members = units.get(config["trial_id"], [config["trial_id"]])
-    _Unit([TrialConfig.model_validate(trials[m]) for m in members], tracking).run()
+    configs = [TrialConfig.model_validate(trials[m]) for m in members]
+    _Unit(configs, tracking, selection or Selection(), board).run()
 
 
 __all__ = ["run_unit"]

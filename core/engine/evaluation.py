@@ -16,6 +16,7 @@ from dualtune.core.engine.constraints import ConstraintKind
 from dualtune.core.engine.forward import forward_split
 from dualtune.core.metrics import group as group_metrics
 from dualtune.core.metrics import tail
+from dualtune.core.spec.metric_names import EPOCHS_RUN
 from dualtune.core.tasks.base import Dataset, Split, Task
 
 
@@ -133,11 +134,12 @@ def per_sample_arrays(
     return out
 
 
-def epoch_timing(seconds: float, epochs: int, n: int) -> dict[str, float]:
+def epoch_timing(seconds: float, epochs: int, n: int, *, epoch: int) -> dict[str, float]:
     """``time/epoch_s`` and ``time/samples_per_s`` over the epochs since the last
-    evaluation."""
+    evaluation, and ``time/epochs``: the ``epoch`` trained to."""
     per_epoch = seconds / max(epochs, 1)
     return {
         "time/epoch_s": per_epoch,
         "time/samples_per_s": n / per_epoch if per_epoch > 0 else 0.0,
+        EPOCHS_RUN: float(epoch),
     }

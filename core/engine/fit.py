@@ -62,7 +62,8 @@ def fit_unit(
 
     Args:
         configs: one trial, or trials that differ only in the per-member keys.
-        reporter: called after every evaluation with every active member's metrics.
+        reporter: called after every evaluation with every active member's metrics; the
+            members it returns are stopped there (``UnitResult.stopped``), the others go on.
         resume: a unit ``state_dict`` from an earlier ``UnitEvalReport``.
 
     Raises:
@@ -81,27 +82,13 @@ def _train(
         trainer.load_state_dict(resume)
     first = configs[0]
     epochs, every = first.train.epochs, first.train.eval_every
-    while trainer.epoch < epochs and trainer.active:
-        trainer.train_epoch()
-        if trainer.epoch % every == 0 or trainer.epoch == epochs:
-            metrics = trainer.evaluate()
-            for trial_id, values in metrics.items():
-                trainer.histories[trial_id].append(values)
-            if reporter is not None:
-                reporter(
-                    UnitEvalReport(
-                        trainer.epoch,
-                        metrics,
-                        dict(trainer.diverged),
-                        trainer.epoch == epochs,
-                        trainer,
-                    )
-                )
     methods = {c.trial_id: c.method for c in configs}
-    results: dict[str, TrialResult] = {}
-    for trial_id in trainer.active:
+
+    def result(trial_id: str) -> TrialResult:
+        if trial_id not in trainer.active:
+            raise KeyError(f"{trial_id!r} is not an active member of this unit")
         per_sample = trainer.per_sample(trial_id)
-        results[trial_id] = TrialResult(
+        return TrialResult(
             trial_id=trial_id,
             method=methods[trial_id],
             history=trainer.histories[trial_id],
@@ -109,4 +96,28 @@ def _train(
             multipliers=trainer.multipliers_of(trial_id),
             hardest=hardest_samples(trainer.task, trainer.data.train.x, per_sample),
         )
-    return UnitResult(results, dict(trainer.diverged))
+
+    stopped: dict[str, TrialResult] = {}
+    while trainer.epoch < epochs and trainer.active:
+        trainer.train_epoch()
+        if trainer.epoch % every == 0 or trainer.epoch == epochs:
+            metrics = trainer.evaluate()
+            for trial_id, values in metrics.items():
+                trainer.histories[trial_id].append(values)
+            if reporter is not None:
+                to_stop = reporter(
+                    UnitEvalReport(
+                        trainer.epoch,
+                        metrics,
+                        dict(trainer.diverged),
+                        trainer.epoch == epochs,
+                        trainer,
+                        result,
+                    )
+                )
+                ending = [t for t in trainer.active if t in set(to_stop or ())]
+                if ending and trainer.epoch < epochs:
+                    stopped.update({t: result(t) for t in ending})
+                    trainer.stop(ending)
+    results = {trial_id: result(trial_id) for trial_id in trainer.active}
+    return UnitResult(results, dict(trainer.diverged), stopped)

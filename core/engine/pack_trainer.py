@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -133,6 +133,7 @@ class PackTrainer:
         self.epoch = 0
         self.histories: dict[str, list[dict[str, float]]] = {i: [] for i in ids}
         self.diverged: dict[str, Diverged] = {}
+        self.stopped: set[str] = set()
         self._last_eval: dict[str, dict[str, SplitEvaluation]] = {}
         self._train_seconds = 0.0
         self._epochs_timed = 0
@@ -222,6 +223,13 @@ class PackTrainer:
         finite = torch.isfinite(total).tolist()
         return self._drop([i for i, ok in enumerate(finite) if not ok], "non-finite training loss")
 
+    def stop(self, trial_ids: Collection[str]) -> None:
+        """Take the members ``trial_ids`` out of the pack as stopped early (their results
+        were taken before); the others go on exactly as they would have."""
+        positions = [i for i, c in enumerate(self.members) if c.trial_id in set(trial_ids)]
+        self.stopped.update(self.members[i].trial_id for i in positions)
+        self._remove(positions)
+
     def _drop(self, positions: list[int], detail: str) -> list[str]:
         """Take the members at ``positions`` out of the pack as diverged; the others keep
         their state exactly (re-stacked from their member states)."""
@@ -230,12 +238,17 @@ class PackTrainer:
         dropped = [self.members[i].trial_id for i in positions]
         for trial_id in dropped:
             self.diverged[trial_id] = Diverged(self.epoch, detail)
+        self._remove(positions)
+        return dropped
+
+    def _remove(self, positions: list[int]) -> None:
+        if not positions:
+            return
         keep = [i for i in range(len(self.members)) if i not in set(positions)]
         states = [self.member_state_dict(i) for i in keep]
         self._assemble([self.members[i] for i in keep])
         if states:
             self._load_members(states)
-        return dropped
 
     # -- evaluation
     def _load_member_into_model(self, position: int) -> None:
@@ -249,7 +262,9 @@ class PackTrainer:
         timing metrics are the pack's: every member trained in the same epoch time."""
         out: dict[str, dict[str, float]] = {}
         bad: list[int] = []
-        timing = epoch_timing(self._train_seconds, self._epochs_timed, self.data.train.n)
+        timing = epoch_timing(
+            self._train_seconds, self._epochs_timed, self.data.train.n, epoch=self.epoch
+        )
         self._train_seconds, self._epochs_timed = 0.0, 0
         for position, config in enumerate(self.members):
             self._load_member_into_model(position)
@@ -333,14 +348,17 @@ class PackTrainer:
             "version": PACK_STATE_VERSION,
             "members": {c.trial_id: self.member_state_dict(i) for i, c in enumerate(self.members)},
             "diverged": {t: (e.epoch, e.detail) for t, e in self.diverged.items()},
+            "stopped": sorted(self.stopped),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("version") != PACK_STATE_VERSION:
             raise ValueError(f"unsupported pack state version {state.get('version')!r}")
         self.diverged = {t: Diverged(int(e), str(d)) for t, (e, d) in state["diverged"].items()}
+        self.stopped = set(state.get("stopped", ()))
         members = state["members"]
-        held, ours = set(members) | set(self.diverged), {c.trial_id for c in self.members}
+        held = set(members) | set(self.diverged) | self.stopped
+        ours = {c.trial_id for c in self.members}
         if held != ours:
             raise ValueError(
                 f"pack state is for trials {sorted(held)}, this pack trains {sorted(ours)}"

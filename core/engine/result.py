@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +82,9 @@ class UnitEvalReport:
     diverged: dict[str, Diverged]
     is_last: bool
     trainer: UnitTrainer
+    results: Callable[[str], TrialResult]
+    """An active member's ``TrialResult`` as it stands now (what it ends with if the reporter
+    stops it here)."""
 
     def state_dict(self) -> dict[str, Any]:
         """The unit's state: each active member's single-trial state and the diverged."""
@@ -90,14 +93,21 @@ class UnitEvalReport:
     def per_sample(self, trial_id: str) -> dict[str, np.ndarray]:
         return self.trainer.per_sample(trial_id)
 
+    def result(self, trial_id: str) -> TrialResult:
+        return self.results(trial_id)
 
-UnitReporter = Callable[[UnitEvalReport], None]
+
+UnitReporter = Callable[[UnitEvalReport], Collection[str] | None]
+"""Called after every evaluation; returns the members to stop there (early stopping), which
+then end with their ``TrialResult`` of this evaluation, or ``None`` for none."""
 
 
 @dataclass
 class UnitResult:
     """The outcome of ``core.engine.fit.fit_unit``: a ``TrialResult`` per member that
-    finished, and the error of each member that diverged."""
+    finished, the error of each member that diverged, and the ``TrialResult`` of each member
+    the reporter stopped early (at the evaluation it was stopped at)."""
 
     results: dict[str, TrialResult]
     diverged: dict[str, Diverged]
+    stopped: dict[str, TrialResult] = field(default_factory=dict)

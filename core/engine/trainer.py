@@ -155,7 +155,11 @@ class Trainer:
         values = ev.metrics
         if not np.isfinite(values["train/loss_mean"]):
             raise Diverged(self.epoch, "non-finite training loss at evaluation")
-        values.update(epoch_timing(self._train_seconds, self._epochs_timed, self.data.train.n))
+        values.update(
+            epoch_timing(
+                self._train_seconds, self._epochs_timed, self.data.train.n, epoch=self.epoch
+            )
+        )
         values["epoch"] = float(self.epoch)
         self._train_seconds, self._epochs_timed = 0.0, 0
         return values

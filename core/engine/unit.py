@@ -9,7 +9,7 @@ a unit, and both keep one state layout: each active member's single-trial state 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -22,7 +22,8 @@ from dualtune.core.tasks import Dataset, Task
 
 UNIT_STATE_VERSION = PACK_STATE_VERSION
 """A unit's ``state_dict`` layout: ``{"version", "members": {trial_id: trial state},
-"diverged": {trial_id: (epoch, detail)}}`` for one member as for many."""
+"diverged": {trial_id: (epoch, detail)}, "stopped": [trial_id]}`` for one member as for
+many (``stopped`` may be absent: none)."""
 
 
 class UnitTrainer(Protocol):
@@ -31,6 +32,7 @@ class UnitTrainer(Protocol):
     task: Task
     data: Dataset
     diverged: dict[str, Diverged]
+    stopped: set[str]
 
     @property
     def epoch(self) -> int: ...
@@ -42,6 +44,9 @@ class UnitTrainer(Protocol):
     def active(self) -> list[str]: ...
 
     def train_epoch(self) -> list[str]: ...
+
+    def stop(self, trial_ids: Collection[str]) -> None:
+        """Take the active members ``trial_ids`` out: stopped early, the others go on."""
 
     def evaluate(self) -> dict[str, dict[str, float]]: ...
 
@@ -64,6 +69,7 @@ class SingleTrainer:
         self.task = self.trainer.task
         self.data = self.trainer.data
         self.diverged: dict[str, Diverged] = {}
+        self.stopped: set[str] = set()
 
     @property
     def epoch(self) -> int:
@@ -75,10 +81,14 @@ class SingleTrainer:
 
     @property
     def active(self) -> list[str]:
-        return [] if self.diverged else [self.trial_id]
+        return [] if self.diverged or self.stopped else [self.trial_id]
+
+    def stop(self, trial_ids: Collection[str]) -> None:
+        if self.trial_id in trial_ids and self.active:
+            self.stopped.add(self.trial_id)
 
     def train_epoch(self) -> list[str]:
-        if self.diverged:
+        if not self.active:
             return []
         try:
             self.trainer.train_epoch()
@@ -88,7 +98,7 @@ class SingleTrainer:
         return []
 
     def evaluate(self) -> dict[str, dict[str, float]]:
-        if self.diverged:
+        if not self.active:
             return {}
         try:
             return {self.trial_id: self.trainer.evaluate()}
@@ -97,7 +107,7 @@ class SingleTrainer:
             return {}
 
     def _check(self, trial_id: str) -> None:
-        if trial_id != self.trial_id or self.diverged:
+        if trial_id != self.trial_id or not self.active:
             raise KeyError(f"{trial_id!r} is not an active member of this unit")
 
     def per_sample(self, trial_id: str) -> dict[str, np.ndarray]:
@@ -111,21 +121,23 @@ class SingleTrainer:
     def state_dict(self) -> dict[str, Any]:
         return {
             "version": UNIT_STATE_VERSION,
-            "members": {} if self.diverged else {self.trial_id: self.trainer.state_dict()},
+            "members": {self.trial_id: self.trainer.state_dict()} if self.active else {},
             "diverged": {t: (e.epoch, e.detail) for t, e in self.diverged.items()},
+            "stopped": sorted(self.stopped),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("version") != UNIT_STATE_VERSION:
             raise ValueError(f"unsupported unit state version {state.get('version')!r}")
         diverged = {t: Diverged(int(e), str(d)) for t, (e, d) in state["diverged"].items()}
+        stopped = set(state.get("stopped", ()))
         members = state["members"]
-        held = set(members) | set(diverged)
+        held = set(members) | set(diverged) | stopped
         if held != {self.trial_id}:
             raise ValueError(
                 f"unit state is for trials {sorted(held)}, this unit trains {self.trial_id!r}"
             )
-        self.diverged = diverged
+        self.diverged, self.stopped = diverged, stopped
         if self.trial_id in members:
             self.trainer.load_state_dict(members[self.trial_id])
 
@@ -146,4 +158,5 @@ def unit_state(trial_state: dict[str, Any]) -> dict[str, Any]:
         "version": UNIT_STATE_VERSION,
         "members": {str(trial_state["trial_id"]): trial_state},
         "diverged": {},
+        "stopped": [],
     }

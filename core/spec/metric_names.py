@@ -36,7 +36,16 @@ GLOBAL_METRICS = (
     "constraint/violation_mean",
     "time/epoch_s",
     "time/samples_per_s",
+    "time/epochs",
 )
+EPOCHS_RUN = "time/epochs"
+"""Epochs a trial has trained (at its last evaluation): what early stopping saves is read
+from it, epochs run against epochs asked."""
+BEST_FEASIBLE = "best_feasible/"
+"""The prefix of a trial's best feasible evaluation beside its last one: the evaluation
+that was best by the selection among those meeting every ``selection.subject_to`` bound,
+as ``best_feasible/<name>`` and its epoch as ``best_feasible/epoch``."""
+BEST_FEASIBLE_EPOCH = f"{BEST_FEASIBLE}epoch"
 METRIC_NAMES: tuple[str, ...] = (
     tuple(f"{s}/{m}" for s in SPLITS for m in SPLIT_METRICS) + GLOBAL_METRICS
 )

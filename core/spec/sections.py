@@ -367,6 +367,37 @@ class Selection(Section):
     )
 
 
+MAX_REDUCTION_FACTOR = 1_000.0
+"""Successive halving keeps the top 1/rf at each rung: past this, one rung stops all."""
+
+
+class EarlyStopping(Section):
+    """Feasibility-aware successive halving (ARCHITECTURE §3.1): at rungs grace·rf^k
+    epochs (below ``train.epochs``) a trial goes on only if it ranks in the top 1/rf of the
+    trials that reached the rung, those meeting every ``subject_to`` bound first (the
+    others by least total violation), then by ``metric``/``mode``.
+
+    ``metric``, ``mode`` and ``subject_to`` default to the sweep's ``selection``
+    (``rule(selection)`` resolves them), so that by default a trial is stopped by the
+    same standard the report later picks the best one by.
+    """
+
+    metric: MetricName | None = None
+    mode: Literal["min", "max"] | None = None
+    grace_epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 1
+    reduction_factor: Annotated[float, Field(gt=1.0, le=MAX_REDUCTION_FACTOR)] = 3.0
+    subject_to: Annotated[dict[MetricName, Bound], Field(max_length=100)] | None = None
+
+    def rule(self, selection: Selection) -> Selection:
+        """The ranking at a rung: this section's metric, mode and bounds where given, the
+        selection's where not."""
+        return Selection(
+            metric=self.metric if self.metric is not None else selection.metric,
+            mode=self.mode if self.mode is not None else selection.mode,
+            subject_to=self.subject_to if self.subject_to is not None else selection.subject_to,
+        )
+
+
 MAX_CHECKPOINT_EVERY_S = 86_400.0
 
 

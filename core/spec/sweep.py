@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Annotated, Literal
@@ -25,6 +25,7 @@ from dualtune.core.spec.sections import (
     NAME_LENGTH,
     Constraint,
     Dual,
+    EarlyStopping,
     Grid,
     Limits,
     Logging,
@@ -69,26 +70,39 @@ def _too_many_trials(n: int, limit: int) -> str | None:
     return f"grid expands to {n} trials, more than {' and '.join(over)}; {fix}"
 
 
+def _metric_problems(
+    section: str, metric: str | None, subject_to: Iterable[str], valid_metrics: tuple[str, ...]
+) -> list[tuple[str, str]]:
+    """Unknown metric names in a section that ranks trials (``selection``,
+    ``early_stopping``), each on its own field."""
+    items: list[tuple[str, str]] = []
+    named = [(f"{section}.metric", metric)] if metric is not None else []
+    named += [(f"{section}.subject_to.{name}", name) for name in subject_to]
+    for field, name in named:
+        if name not in valid_metrics:
+            items.append(
+                (field, f"unknown metric {name!r}; valid metrics: {', '.join(valid_metrics)}")
+            )
+    return items
+
+
 def _selection_problems(
     selection: Selection, valid_metrics: tuple[str, ...]
 ) -> list[tuple[str, str]]:
-    items: list[tuple[str, str]] = []
-    if selection.metric not in valid_metrics:
-        items.append(
-            (
-                "selection.metric",
-                f"unknown metric {selection.metric!r}; valid metrics: {', '.join(valid_metrics)}",
-            )
+    return _metric_problems("selection", selection.metric, selection.subject_to, valid_metrics)
+
+
+def _grace_problems(stopping: EarlyStopping, train: Train) -> list[tuple[str, str]]:
+    if stopping.grace_epochs < train.epochs:
+        return []
+    return [
+        (
+            "early_stopping.grace_epochs",
+            f"the first rung ({stopping.grace_epochs} epochs) is not below train.epochs "
+            f"({train.epochs}), so no trial could be stopped: lower grace_epochs or drop "
+            "early_stopping",
         )
-    for name in selection.subject_to:
-        if name not in valid_metrics:
-            items.append(
-                (
-                    f"selection.subject_to.{name}",
-                    f"unknown metric {name!r}; valid metrics: {', '.join(valid_metrics)}",
-                )
-            )
-    return items
+    ]
 
 
 class SweepSpec(BaseModel):
@@ -108,6 +122,7 @@ class SweepSpec(BaseModel):
     resources: Resources = Resources()
     pack: Pack = "auto"
     selection: Selection = Selection()
+    early_stopping: EarlyStopping | None = None
     limits: Limits = Limits()
     logging: Logging = Logging()
     runtime: Runtime = Runtime()
@@ -160,6 +175,13 @@ class SweepSpec(BaseModel):
             else:
                 valid_metrics = metric_names_for("classification", kind.name, groups=True)
             items += _selection_problems(self.selection, valid_metrics)
+            if self.early_stopping is not None:
+                stopping = self.early_stopping
+                items += _metric_problems(
+                    "early_stopping", stopping.metric, stopping.subject_to or {}, valid_metrics
+                )
+        if self.early_stopping is not None:
+            items += _grace_problems(self.early_stopping, self.train)
         if not items:
             too_many = _too_many_trials(count_trials(self), self.limits.max_trials)
             if too_many:

@@ -135,10 +135,26 @@ class SelectionPublic(BaseModel):
     subject_to: dict[str, BoundPublic] = Field(default_factory=dict)
 
 
+class BestFeasiblePublic(BaseModel):
+    epoch: int = Field(description="the evaluation's epoch")
+    metrics: dict[str, float] = Field(
+        description="its selection metric, bounded metrics and table metrics"
+    )
+
+
 class ReportTrialPublic(BaseModel):
     trial_id: str
     params: dict[str, Any]
+    status: str | None = Field(
+        default=None, description="succeeded, or stopped early (null from an older service)"
+    )
+    epochs: float | None = Field(default=None, description="epochs it trained")
     metrics: dict[str, float | None] = Field(description="the report's table metrics")
+    best_feasible: BestFeasiblePublic | None = Field(
+        default=None,
+        description="its best evaluation by the selection among those meeting every bound, "
+        "beside its last one (null when none met them)",
+    )
     mlflow_run_id: str | None = None
 
 
@@ -146,7 +162,10 @@ class MethodReportPublic(BaseModel):
     method: str
     trials: int
     succeeded: int
-    met_bounds: int = Field(description="succeeded trials that meet every selection bound")
+    stopped: int = Field(default=0, description="trials stopped early by early_stopping")
+    met_bounds: int = Field(
+        description="succeeded and stopped trials that meet every selection bound"
+    )
     best: ReportTrialPublic | None = Field(
         description="the best trial by the selection among those that meet its bounds"
     )
@@ -179,7 +198,7 @@ class ParetoPointPublic(BaseModel):
 class MethodParetoPublic(BaseModel):
     method: str
     points: list[ParetoPointPublic] = Field(
-        description="the method's succeeded trials with both metrics finite"
+        description="the method's succeeded and stopped trials with both metrics finite"
     )
     front: list[str] = Field(
         description="the trial ids on the method's Pareto front, in ascending x"
@@ -190,6 +209,14 @@ class ParetoPublic(BaseModel):
     x: ParetoConstraintAxisPublic = Field(description="the constraint metric")
     y: ParetoSelectionAxisPublic = Field(description="the selection metric")
     methods: list[MethodParetoPublic]
+
+
+class ComputePublic(BaseModel):
+    epochs_run: int = Field(description="epochs the sweep's trials trained, summed")
+    epochs_asked: int = Field(description="train.epochs × the trials")
+    share: float | None = Field(description="epochs_run ÷ epochs_asked")
+    stopped: int = Field(description="trials stopped early")
+    early_stopping: dict[str, Any] | None = Field(description="the spec's early_stopping")
 
 
 class ReportPublic(BaseModel):
@@ -205,6 +232,10 @@ class ReportPublic(BaseModel):
         default=None,
         description="per method, every trial's constraint metric against the selection "
         "metric and the trials on the front (null from a service that predates it)",
+    )
+    compute: ComputePublic | None = Field(
+        default=None,
+        description="the epochs run against those asked: what early stopping saved",
     )
 
 

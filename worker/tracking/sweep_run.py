@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from dualtune.core.mlflow_links import VIEW_TAG
 from dualtune.core.reporting import FINAL_STATES, TrialOutcome
+from dualtune.core.spec.metric_names import BEST_FEASIBLE
 from dualtune.worker.tracking import plots
 from dualtune.worker.tracking.resilient import ResilientClient, artifact_root_for
 from dualtune.worker.tracking.run_names import grid_key_order
@@ -151,6 +152,9 @@ def parent_metrics(
     best = best_feasible(report, outcomes)
     if best is not None:
         for name, value in sorted(best[2].items()):
+            # Its own best feasible evaluation stays on its child run.
+            if name.startswith(BEST_FEASIBLE):
+                continue
             if value is not None and math.isfinite(value):
                 metrics[f"{BEST_PREFIX}{name}"] = float(value)
     return metrics

@@ -484,7 +484,7 @@ class TrialRunLogger:
         if run is None or run.info.status != "FINISHED":
             return None
         status = run.data.tags.get("dualtune.status")
-        if status not in (TrialState.SUCCEEDED, TrialState.DIVERGED):
+        if status not in (TrialState.SUCCEEDED, TrialState.DIVERGED, TrialState.STOPPED):
             return None
         self.run_id = str(run.info.run_id)
         return CompletedRun(

@@ -35,6 +35,7 @@ OTHER_METRICS = (
     "constraint/violation_mean",
     "time/epoch_s",
     "time/samples_per_s",
+    "time/epochs",  # epochs trained: what early stopping saved is read from it
     "epoch",
 )
 MakeTrial = Callable[..., TrialConfig]

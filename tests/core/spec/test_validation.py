@@ -206,3 +206,39 @@ def test_the_spec_imports_without_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("early_stopping", "field", "message"),
+    [
+        ({"metric": "val/cvar_0.2"}, "early_stopping.metric", "unknown metric 'val/cvar_0.2'"),
+        (
+            {"subject_to": {"train/feasible": {"min": 0.9}}},
+            "early_stopping.subject_to.train/feasible",
+            "valid metrics: train/loss_mean",
+        ),
+        ({"grace_epochs": 20}, "early_stopping.grace_epochs", "not below train.epochs (20)"),
+        ({"reduction_factor": 1}, "early_stopping.reduction_factor", "greater than 1"),
+        ({"grace_epochs": 0}, "early_stopping.grace_epochs", "greater than or equal to 1"),
+        ({"patience": 3}, "early_stopping.patience", ""),
+    ],
+)
+def test_early_stopping_is_refused_by_field(
+    early_stopping: dict[str, Any], field: str, message: str
+) -> None:
+    found = errors_of(train={"epochs": 20}, early_stopping=early_stopping)
+    assert any(f == field and message in m for f, m in found), found
+
+
+def test_early_stopping_defaults_rank_by_the_selection() -> None:
+    spec = load_spec(
+        {
+            **BASE,
+            "selection": {"metric": "val/accuracy", "mode": "max"},
+            "early_stopping": {"grace_epochs": 2},
+        }
+    )
+    assert spec.early_stopping is not None
+    assert spec.early_stopping.reduction_factor == 3
+    assert spec.early_stopping.rule(spec.selection) == spec.selection
+    assert load_spec(BASE).early_stopping is None  # off unless asked for
