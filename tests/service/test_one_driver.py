@@ -198,6 +198,10 @@ def test_one_sweep_that_raises_does_not_stop_the_round_and_is_backed_off(
     launcher.state = state  # type: ignore[method-assign]
     launcher.exit(bad)
     launcher.exit(good)
+    # The reconciler's clock stands still from here: the 1 s backoff must not run out
+    # between the two rounds on a busy machine (it did, once, under a full test run).
+    frozen = reconciler.now()
+    reconciler.now = lambda: frozen
     with caplog.at_level(logging.ERROR, logger="dualtune.reconciler"):
         reconciler.step()
     assert _sweep(client, tenant_token, good)["status"] == SweepState.RUNNING  # relaunched
