@@ -332,7 +332,7 @@ def _spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
 def verdict_rfl_alpha(records: Sequence[Record]) -> list[str]:
     out = []
     for record in records:
-        trials = _sorted(t for t in record["trials"] if t["status"] == "succeeded")
+        trials = _sorted([t for t in record["trials"] if t["status"] == "succeeded"])
         rfl = [t for t in trials if t["method"] == "rfl"]
         alphas = [float(t["params"]["alpha"]) for t in rfl]
         if len(rfl) < 2:
