@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
 from dualtune.core.early_stopping import rung_at
@@ -78,6 +79,12 @@ def trial_logger(trial: TrialConfig, tracking: TrackingSettings) -> TrialRunLogg
 
 def measured_epsilon(trial: TrialConfig) -> float:
     return float(trial.value("epsilon"))
+
+
+def _this_node() -> tuple[str, str]:
+    """This process's Ray node: its IP and its node id."""
+    ip = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+    return str(ip), str(ray.get_runtime_context().get_node_id())
 
 
 def _unit_dir() -> Path:
@@ -238,8 +245,10 @@ class _Unit:
             with checkpoint.as_directory() as directory:
                 resume = unit_checkpoint.load(Path(directory), ids)
         self.attempt = _count_attempt(self.unit_dir, resume.attempt if resume else 0)
+        node_ip, node_id = _this_node()
         for trial_id in ids:
             self.loggers[trial_id].start()
+            self.loggers[trial_id].set_node(node_ip, node_id)
             if resume is not None and trial_id in resume.unsent:
                 self.loggers[trial_id].restore_unsent(resume.unsent[trial_id])
             self.outcomes[trial_id] = self._running(trial_id)

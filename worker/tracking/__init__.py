@@ -11,9 +11,17 @@ from dualtune.worker.tracking.sweep_run import (
     log_sweep_report,
 )
 from dualtune.worker.tracking.trial_figures import log_trial_figures
-from dualtune.worker.tracking.trial_run import LoggingSummary, TrialRunLogger, run_name
+from dualtune.worker.tracking.trial_run import (
+    NODE_ID_TAG,
+    NODE_TAG,
+    LoggingSummary,
+    TrialRunLogger,
+    run_name,
+)
 
 __all__ = [
+    "NODE_ID_TAG",
+    "NODE_TAG",
     "LoggingSummary",
     "ResilientClient",
     "TrialRunLogger",

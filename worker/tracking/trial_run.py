@@ -61,6 +61,11 @@ evaluation, last in its batch (so an evaluation split over several batches count
 all of it is in)."""
 FLUSH_ENV = "DUALTUNE_MLFLOW_FLUSH_S"
 DEFAULT_FLUSH_S = 5.0
+NODE_TAG = "dualtune.node"
+"""The address of the Ray node a trial's latest start ran on (Ray's node IP: a pod's IP on
+Kubernetes). Set at every start, so a trial Tune retried on another node names that one;
+``NODE_ID_TAG`` holds the same node's Ray node id."""
+NODE_ID_TAG = "dualtune.ray_node_id"
 GRID_PARAMS_PREFIX = "params."
 """Where a trial's grid values sit in its flat params (``TrialConfig.flat_params``)."""
 
@@ -503,6 +508,12 @@ class TrialRunLogger:
             self._enqueue(_Operation(("params",), params=chunk, waits_for_metrics=True))
         if not items:
             self._kick()  # the run is created now, while training goes on
+
+    def set_node(self, ip: str, node_id: str) -> None:
+        """Tag the run with the Ray node this start runs on (``NODE_TAG``, ``NODE_ID_TAG``);
+        sent with the first metrics."""
+        tags = (RunTag(NODE_TAG, ip), RunTag(NODE_ID_TAG, node_id))
+        self._enqueue(_Operation(("node tags",), tags=tags, waits_for_metrics=True))
 
     def log_metrics(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Buffer an evaluation's metrics at step = epoch; flushed (one ``log_batch`` for
