@@ -1,0 +1,72 @@
+"""A Ray head and two Ray workers, each in its own network namespace, token auth on."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ray.job_submission import JobSubmissionClient
+
+from tests.cluster.netns import (
+    DASHBOARD_PORT,
+    FAST_NODE_DEATH,
+    GCS_PORT,
+    Cluster,
+    network,
+    ray_start,
+    skip_unless_possible,
+    wait_for_nodes,
+)
+
+
+def _wait_for_job_agent(address: str, token: str) -> None:
+    """A new head answers before its job agent is up ("No available agent to submit job")."""
+    jobs = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            jobs.submit_job(entrypoint="true")
+            return
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    skip_unless_possible()
+    token = secrets.token_hex(32)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        **FAST_NODE_DEATH,
+    }
+    env.pop("RAY_ADDRESS", None)
+    with network() as net:
+        head = net.add_node("h", tmp_path)
+        workers = [net.add_node(f"w{i}", tmp_path) for i in (1, 2)]
+        ray_start(
+            head,
+            env,
+            "--head",
+            f"--port={GCS_PORT}",
+            "--dashboard-host=0.0.0.0",
+            f"--dashboard-port={DASHBOARD_PORT}",
+            "--include-dashboard=true",
+            "--num-cpus=0",  # the head runs the driver, never a trial
+        )
+        for worker in workers:
+            ray_start(worker, env, f"--address={head.ip}:{GCS_PORT}", "--num-cpus=1")
+        found = Cluster(net, head, workers, token, tmp_path / "shared")
+        found.shared.mkdir()
+        wait_for_nodes(found.dashboard, token, {head.ip, *(w.ip for w in workers)})
+        _wait_for_job_agent(found.dashboard, token)
+        yield found
