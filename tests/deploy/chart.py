@@ -47,11 +47,18 @@ def values_of(profile: str) -> dict[str, Any]:
     return cast(dict[str, Any], yaml.safe_load((CHART / "ci" / f"{profile}.yaml").read_text()))
 
 
-def render(values: dict[str, Any] | None = None) -> Rendered:
-    """`helm install --dry-run` without a cluster: the chart's schema is checked first, as
-    Helm does (HelmValuesError), then every template is rendered."""
+def render(values: dict[str, Any] | None = None, *, upgrade: bool = False) -> Rendered:
+    """`helm install --dry-run` (or `helm upgrade --dry-run`) without a cluster: the chart's
+    schema is checked first, as Helm does (HelmValuesError), then every template is rendered;
+    `lookup` finds nothing, as it finds nothing for `helm template` and GitOps renderers."""
     with helm.Chart.load(CHART) as chart:
-        files = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        files = chart.render(
+            values or {},
+            name=RELEASE,
+            namespace=NAMESPACE,
+            is_install=not upgrade,
+            is_upgrade=upgrade,
+        )
     manifests: list[Manifest] = []
     for path, text in sorted(files.items()):
         if path.endswith(".yaml"):

@@ -292,9 +292,9 @@ def test_every_secret_the_pods_read_is_rendered_or_named_in_values(profile: str)
 
 def test_ingress_routes_the_api_and_the_mlflow_ui() -> None:
     rendered = render_profile("ingress-on-values")
-    (ingress,) = rendered.of_kind("Ingress")
     backends = {
         rule["host"]: rule["http"]["paths"][0]["backend"]["service"]["name"]
+        for ingress in rendered.of_kind("Ingress")
         for rule in ingress["spec"]["rules"]
     }
 
@@ -319,9 +319,14 @@ class TestRayCluster:
         (cluster,) = render_profile(profile).of_kind("RayCluster")
         return cluster
 
+    @staticmethod
+    def group(cluster: dict[str, Any], name: str) -> dict[str, Any]:
+        (group,) = [g for g in cluster["spec"]["workerGroupSpecs"] if g["groupName"] == name]
+        return group
+
     def test_gpu_workers_autoscale_from_zero(self) -> None:
         spec = self.cluster()["spec"]
-        (gpu,) = spec["workerGroupSpecs"]
+        gpu = self.group(self.cluster(), "gpu")
         (worker,) = gpu["template"]["spec"]["containers"]
 
         assert spec["enableInTreeAutoscaling"] is True
@@ -329,7 +334,7 @@ class TestRayCluster:
         # With no GPU pod running, the autoscaler learns what one brings from rayStartParams.
         assert gpu["rayStartParams"]["num-gpus"] == "1"
         assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
-        assert gpu["rayStartParams"]["num-cpus"] == "8"
+        assert gpu["rayStartParams"]["num-cpus"] == "6"
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in (
             gpu["template"]["spec"]["tolerations"]
         )
@@ -373,7 +378,7 @@ class TestRayCluster:
 
     def test_extra_gpus_per_worker_reach_limits_and_ray(self) -> None:
         (cluster,) = render({"ray": {"gpuWorkers": {"gpusPerWorker": 4}}}).of_kind("RayCluster")
-        (gpu,) = cluster["spec"]["workerGroupSpecs"]
+        gpu = self.group(cluster, "gpu")
         (worker,) = gpu["template"]["spec"]["containers"]
 
         assert gpu["rayStartParams"]["num-gpus"] == "4"

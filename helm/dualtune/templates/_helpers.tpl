@@ -144,11 +144,18 @@ or composed from the bundled Postgres's password ($(VAR) is expanded by Kubernet
 {{- end }}
 {{- end }}
 
-{{/* A random secret value that survives upgrades: the live Secret's, else a new one. */}}
+{{/* A random secret value that survives upgrades: the live Secret's, else a new one on
+install. On an upgrade the Secret must already exist: a lookup that finds nothing there means
+Helm cannot see the cluster (`helm template`, `--dry-run=client`, a GitOps renderer) or the
+Secret was deleted, and a fresh random value would lock the service out of a Postgres whose
+volume kept the old password, or leave running Ray pods on the old token. So the render fails
+and says what to do instead. */}}
 {{- define "dualtune.stableRandom" -}}
 {{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .name }}
 {{- if and $existing $existing.data (hasKey $existing.data .key) }}
 {{- index $existing.data .key }}
+{{- else if .ctx.Release.IsUpgrade }}
+{{- fail (printf "upgrade: the generated Secret %s (key %s) was not found in namespace %s, so Helm would make a new %s that the running release does not know. Upgrade with a live cluster connection (not --dry-run=client or helm template), or create the Secret yourself and set %s to its name (helm/dualtune/README.md, \"Secrets\")." .name .key .ctx.Release.Namespace .what .value) }}
 {{- else }}
 {{- randAlphaNum .length | b64enc }}
 {{- end }}
@@ -200,6 +207,11 @@ which takes an integer: "8" -> 8, "7500m" -> 7, at least 1. */}}
 
 {{/* A worker group's pod template: include with (dict "ctx" $ "group" ... "component" ...
 "image" ... "gpus" N). */}}
+{{/* "true" when the operator has spec.autoscalerOptions.version (KubeRay >= 1.4), else "". */}}
+{{- define "dualtune.kuberayHasAutoscalerVersion" -}}
+{{- if semverCompare ">=1.4.0-0" .Values.ray.operatorVersion }}true{{ end }}
+{{- end }}
+
 {{- define "dualtune.rayWorkerTemplate" -}}
 {{- $ctx := .ctx }}
 {{- $resources := deepCopy .group.resources }}
@@ -211,6 +223,9 @@ metadata:
     {{- include "dualtune.selectorLabels" (dict "ctx" $ctx "component" .component) | nindent 4 }}
 spec:
   {{- include "dualtune.imagePullSecrets" (dict "ctx" $ctx "indent" 2) }}
+  {{- if eq $ctx.Values.ray.autoscaler.version "v2" }}
+  restartPolicy: Never
+  {{- end }}
   securityContext:
     {{- toYaml $ctx.Values.podSecurityContext | nindent 4 }}
   containers:
