@@ -161,12 +161,25 @@ class Cluster:
         return f"http://{self.head.ip}:{DASHBOARD_PORT}"
 
 
+def _remove_leftovers(net: Network) -> None:
+    """What a killed run of the same pid (modulo 10 000) left: its namespaces, its bridge."""
+    listed = _run("ip", "netns", "list", check=False).stdout.split("\n")
+    for name in (line.split()[0] for line in listed if line.strip()):
+        if name.startswith(net.prefix):
+            for pid in Node(name, "", "", Path()).pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            _run("ip", "netns", "del", name, check=False)
+    _run("ip", "link", "del", net.bridge, check=False)
+
+
 @contextlib.contextmanager
 def network() -> Iterator[Network]:
     """A bridge of this test's own (names and subnet from the pid: two runs side by side do
     not meet), removed with every namespace on it at the end, however the test ends."""
     tag = os.getpid() % 10000
     net = Network(prefix=f"dt{tag}", subnet=f"10.77.{tag % 200 + 20}", bridge=f"dt{tag}br")
+    _remove_leftovers(net)
     try:
         _run("ip", "link", "add", net.bridge, "type", "bridge")
         _run("ip", "addr", "add", f"{net.gateway}/24", "dev", net.bridge)

@@ -212,11 +212,16 @@ def test_a_sweep_loses_a_worker_node_and_nothing_is_lost_or_run_twice(
     assert nodes == {victim.ip, survivor.ip}, nodes
 
     # The killed node's trials were retried on the other node, resuming from their last
-    # checkpoint: Tune's record of their reports goes on from the epoch after the last one
-    # reported on the lost node, not from epoch 1.
+    # checkpoint: Tune's record of their reports goes on where the lost node's ended, not
+    # from epoch 1. Every evaluation reports a checkpoint (checkpoint_every_s: 0), and Tune
+    # may hand back the one before the last evaluation it recorded (the kill fell between
+    # its recording the result and taking the checkpoint): that evaluation is trained
+    # again, and not logged again (the epoch counts above).
     by_id = {r.data.tags["dualtune.trial_id"]: r for r in runs}
     storage = Path(settings.driver_data_dir or "") / "tune"
     attempts = {t["trial_id"]: t["attempts"] for t in trials}
+    print(f"attempts per trial: {attempts}")
+    assert all(attempts[t] == 1 for t in attempts if t not in killed), attempts  # none re-run
     for trial_id in killed:
         assert by_id[trial_id].data.tags[NODE_TAG] == survivor.ip
         assert attempts[trial_id] >= 2, attempts
@@ -226,4 +231,5 @@ def test_a_sweep_loses_a_worker_node_and_nothing_is_lost_or_run_twice(
         print(f"{trial_id}: epochs reported on {victim.ip}: {lost}; on {survivor.ip}: {resumed}")
         assert lost, rows
         assert resumed, rows
-        assert resumed[0] == lost[-1] + 1, (lost, resumed)
+        assert resumed[0] > 1, (lost, resumed)  # from a checkpoint, not from scratch
+        assert lost[-1] <= resumed[0] <= lost[-1] + 1, (lost, resumed)  # from the latest
