@@ -4,12 +4,19 @@ holds one ``Rungs`` for a sweep and asks it at every rung a trial reaches.
 
 At a rung, every trial that reached it so far is ranked: those meeting every bound of the
 rule's ``subject_to`` first, the others after them by least total violation, then by the
-rule's metric (a missing metric ranks last). A trial goes on when it is among the best
-⌊n/rf⌋ (at least 1) of the n trials recorded there, as in asynchronous successive halving
-(ASHA): the first trials at a rung are judged against fewer peers, and trials that reach it
-together (the members of one pack, one report) are all recorded before any is judged.
-A decision once made is kept: asked again (a unit resumed after a crash), the board answers
-the same.
+rule's metric (a missing metric ranks last). The cut is the best ⌊M/rf⌋ (at least 1), where
+M is the rung's **cohort**: how many trials can reach it (the experiment's trials less those
+stopped at an earlier rung). A trial is stopped when ⌊M/rf⌋ trials recorded at the rung
+already rank ahead of it, and goes on otherwise.
+
+When the whole cohort arrives together (the members of one pack, one report: all recorded
+before any is judged) this is synchronous successive halving, exactly the top ⌊M/rf⌋. When
+trials arrive one by one (units of one, or several packs), an early arrival is judged
+against fewer peers, and the rule errs towards going on: a trial that would make the cut
+once every trial has reached the rung is never stopped. (Asynchronous successive halving,
+ASHA and Ray's ``ASHAScheduler``, cuts at ⌊n/rf⌋ of the n recorded so far instead, which
+stops such trials when they happen to arrive among better ones.) A decision once made is
+kept: asked again (a unit resumed after a crash), the board answers the same.
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ def standing(metrics: Mapping[str, float], rule: Selection) -> Standing:
 
 
 def kept(n: int, factor: float) -> int:
-    """How many of the ``n`` trials recorded at a rung go on."""
+    """How many of a rung's cohort of ``n`` trials go on."""
     return max(1, math.floor(n / factor + 1e-9))
 
 
@@ -65,16 +72,29 @@ class Rungs:
     rule: Selection
     factor: float
     rungs: tuple[int, ...]
+    trials: int
+    """The experiment's trials: the first rung's cohort."""
     standings: dict[int, dict[str, Standing]] = field(default_factory=dict)
     decisions: dict[int, dict[str, bool]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, stopping: EarlyStopping, selection: Selection, epochs: int) -> Rungs:
+    def of(cls, stopping: EarlyStopping, selection: Selection, epochs: int, trials: int) -> Rungs:
         return cls(
             stopping.rule(selection),
             stopping.reduction_factor,
             rung_epochs(stopping.grace_epochs, stopping.reduction_factor, epochs),
+            trials,
         )
+
+    def cohort(self, rung: int) -> int:
+        """How many trials can reach ``rung``: all, less those stopped at earlier rungs."""
+        stopped = sum(
+            not goes_on
+            for earlier, decided in self.decisions.items()
+            if earlier < rung
+            for goes_on in decided.values()
+        )
+        return max(self.trials - stopped, len(self.standings.get(rung, {})))
 
     def decide(self, rung: int, members: Mapping[str, Mapping[str, float]]) -> dict[str, bool]:
         """Record ``members`` (trial id → metrics at ``rung``) and answer, for each, whether
@@ -85,7 +105,7 @@ class Rungs:
         for trial_id in fresh:
             standings[trial_id] = standing(members[trial_id], self.rule)
         order = sorted(standings, key=lambda t: (standings[t], t))
-        top = set(order[: kept(len(order), self.factor)])
+        top = set(order[: kept(self.cohort(rung), self.factor)])
         for trial_id in fresh:
             decided[trial_id] = trial_id in top
         return {t: decided[t] for t in members}

@@ -197,7 +197,12 @@ def run_sweep(
     experiment_path = str(experiment)
     with record_loads(datasets):
         units = _units(spec, trials, experiment)
-    board = start_board(spec, experiment, name=f"dualtune-rungs-{sweep_id}-{experiment.name}")
+    board = start_board(
+        spec,
+        experiment,
+        name=f"dualtune-rungs-{sweep_id}-{experiment.name}",
+        trials=len(trials),
+    )
     trainable = tune.with_resources(
         tune.with_parameters(
             run_unit,

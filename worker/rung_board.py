@@ -78,12 +78,13 @@ class RungBoard:
         return decisions
 
 
-def start_board(spec: SweepSpec, experiment: Path, *, name: str) -> RungBoard | None:
-    """The sweep's board, started on this (the driver's) node; ``None`` without
-    ``early_stopping``. ``name`` tells the experiments of one Ray cluster apart."""
+def start_board(spec: SweepSpec, experiment: Path, *, name: str, trials: int) -> RungBoard | None:
+    """The board of the experiment of ``trials`` trials, started on this (the driver's)
+    node; ``None`` without ``early_stopping``. ``name`` tells the experiments of one Ray
+    cluster apart."""
     if spec.early_stopping is None:
         return None
-    rungs = Rungs.of(spec.early_stopping, spec.selection, spec.train.epochs)
+    rungs = Rungs.of(spec.early_stopping, spec.selection, spec.train.epochs, trials)
     experiment.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(ValueError):  # an earlier driver's: its records are in the file
         ray.kill(ray.get_actor(name, namespace=ray.get_runtime_context().namespace))

@@ -25,6 +25,8 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,7 @@ from dualtune.worker import unit_checkpoint
 from dualtune.worker.crash_points import AFTER_LOG, crash_point
 from dualtune.worker.outcomes import MemberOutcome, encode
 from dualtune.worker.rung_board import RungBoard
-from dualtune.worker.tracking import TrialRunLogger
+from dualtune.worker.tracking import LoggingSummary, TrialRunLogger
 from dualtune.worker.unit_checkpoint import FinalArrays, UnitCheckpoint
 from dualtune.worker.unit_settings import (
     Registrations,
@@ -121,6 +123,8 @@ class _Unit:
         self.judged: dict[str, set[int]] = {t.trial_id: set() for t in trials}
         """The rungs at which each member has had the board's decision (this start)."""
         self.stopped_finals: dict[str, FinalArrays] = {}
+        self.closer = ThreadPoolExecutor(1, thread_name_prefix="dualtune-closer")
+        self.closing: dict[str, Future[LoggingSummary]] = {}
         self.stopped_state: dict[str, Any] = {}
         self.unit_dir = _unit_dir()
         self.loggers = {t.trial_id: trial_logger(t, tracking) for t in trials}
@@ -143,15 +147,38 @@ class _Unit:
         )
 
     def _finish(
-        self, trial_id: str, status: TrialState, metrics: dict[str, float], error: str | None
+        self,
+        trial_id: str,
+        status: TrialState,
+        metrics: dict[str, float],
+        error: str | None,
+        *,
+        wait: bool = True,
     ) -> None:
+        """End the member's run as ``status``. Without ``wait`` (a member stopped while the
+        others train on) its run is ended on the closer thread, so that sending what it had
+        buffered does not hold up training; the unit waits for it before its last report
+        (``_closed``), which then carries the logging summary."""
         logger = self.loggers[trial_id]
         logger.set_status_tag(status, error)
-        finished = status in (TrialState.SUCCEEDED, TrialState.STOPPED)
-        summary = logger.finish("FINISHED" if finished else "FAILED")
+        finished = "FINISHED" if status in (TrialState.SUCCEEDED, TrialState.STOPPED) else "FAILED"
         self.outcomes[trial_id] = MemberOutcome(
-            trial_id, status, metrics, error, logger.run_id, summary.message, self.attempt
+            trial_id, status, metrics, error, logger.run_id, "", self.attempt
         )
+        if wait:
+            self._summarise(trial_id, logger.finish(finished))
+        else:
+            self.closing[trial_id] = self.closer.submit(logger.finish, finished)
+
+    def _summarise(self, trial_id: str, summary: LoggingSummary) -> None:
+        self.outcomes[trial_id] = replace(self.outcomes[trial_id], logging=summary.message)
+
+    def _closed(self) -> None:
+        """Wait for the runs ended on the closer thread."""
+        for trial_id, ending in self.closing.items():
+            self._summarise(trial_id, ending.result())
+        self.closing.clear()
+        self.closer.shutdown()
 
     def _ended(self, trial_id: str) -> bool:
         return trial_id in self.outcomes and self.outcomes[trial_id].ended
@@ -193,7 +220,7 @@ class _Unit:
             figures=self.plots == "all",
         )
         metrics = self._ending_metrics(result.final, result.history)
-        self._finish(trial_id, status, metrics, None)
+        self._finish(trial_id, status, metrics, None, wait=status != TrialState.STOPPED)
         return FinalArrays(result.per_sample, result.multipliers, result.hardest)
 
     def _report(self, epoch: int | None, checkpoint: UnitCheckpoint | None) -> None:
@@ -291,6 +318,7 @@ class _Unit:
         finals = dict(self.stopped_finals)
         for trial_id, trial_result in result.results.items():
             finals[trial_id] = self._end(trial_id, trial_result, TrialState.SUCCEEDED)
+        self._closed()
         state = final_state or self.stopped_state
         if state:
             self._report(None, self._checkpoint(state, finals))

@@ -1,6 +1,8 @@
 """Feasibility-aware successive halving (ARCHITECTURE §3.1 early_stopping): rungs at
 grace·rf^k epochs below the budget; at a rung a trial goes on only in the top 1/rf of those
-that reached it, feasible ones first, the others by least violation, then by the metric."""
+that reached it, feasible ones first, the others by least violation, then by the metric.
+Trials arriving one by one are never stopped when they would make the cut once the whole
+rung's cohort has arrived."""
 
 import itertools
 import json
@@ -67,9 +69,9 @@ def test_mode_max_ranks_the_largest_first_and_a_missing_metric_last() -> None:
     assert sorted([b, c, a], key=lambda m: standing(m, rule)) == [a, b, c]
 
 
-def _rungs(factor: float = 3.0) -> Rungs:
+def _rungs(factor: float = 3.0, trials: int = 9) -> Rungs:
     stopping = EarlyStopping(grace_epochs=1, reduction_factor=factor)
-    return Rungs.of(stopping, Selection(metric="val/loss_mean"), epochs=27)
+    return Rungs.of(stopping, Selection(metric="val/loss_mean"), epochs=27, trials=trials)
 
 
 def test_trials_that_reach_a_rung_together_are_halved_as_one_cohort() -> None:
@@ -81,30 +83,47 @@ def test_trials_that_reach_a_rung_together_are_halved_as_one_cohort() -> None:
     assert {t for t, go in decisions.items() if go} == {"t1", "t5", "t3"}  # 0.1, 0.2, 0.3
 
 
-def test_trials_that_arrive_one_by_one_are_judged_against_those_before_them() -> None:
-    """Asynchronous (ASHA): the first at a rung always goes on; a later one only if it is
-    in the top ⌊n/rf⌋ of the n recorded by then, itself included."""
-    rungs = _rungs()
+def test_trials_that_arrive_one_by_one_are_stopped_once_the_cut_is_full_ahead() -> None:
+    """A cohort of 6 at factor 3 keeps 2: an arrival is stopped when 2 recorded trials
+    already rank ahead of it."""
+    rungs = _rungs(trials=6)
     arrivals = [0.5, 0.6, 0.4, 0.9, 0.1, 0.45]
     goes_on = [
         rungs.decide(1, {f"t{i}": {"val/loss_mean": v}})[f"t{i}"] for i, v in enumerate(arrivals)
     ]
-    # n=1 keeps 1 (0.5 first); n=2 keeps 1 (0.6 is 2nd); n=3 keeps 1 (0.4 best);
-    # n=4 keeps 1; n=5 keeps 1 (0.1 best); n=6 keeps 2 (0.45 is 3rd of 0.1, 0.4, 0.45)
-    assert goes_on == [True, False, True, False, True, False]
+    # ahead of each: 0; 1 (0.5); 0; 3; 0; 2 (0.1, 0.4)
+    assert goes_on == [True, True, True, False, True, False]
 
 
-def test_the_async_rule_matches_brute_force_ranks_on_every_arrival_order() -> None:
-    """Independent truth: for every order of arrival of 5 trials, a trial goes on exactly
-    when fewer than ⌊n/rf⌋ of the n recorded so far (itself included) rank before it."""
-    values = [0.3, 0.1, 0.4, 0.2, 0.5]
-    for order in itertools.permutations(range(5)):
-        rungs = _rungs(factor=2.0)
+def test_no_arrival_order_stops_a_trial_that_makes_the_full_cohorts_cut() -> None:
+    """Independent truth, over every order of arrival of 6 trials (factor 2, so the cut is
+    the best 3): a trial goes on exactly when fewer than 3 of those recorded before it rank
+    ahead of it, so the best 3 of all 6 always go on; ASHA's cut at ⌊n/2⌋ of the n recorded
+    so far stops one of them in some orders."""
+    values = [0.3, 0.1, 0.4, 0.2, 0.5, 0.6]
+    best3 = {f"t{i}" for i in (0, 1, 3)}
+    asha_lost = 0
+    for order in itertools.permutations(range(6)):
+        rungs = _rungs(factor=2.0, trials=6)
         seen: list[float] = []
         for i in order:
             seen.append(values[i])
-            expected = sorted(seen).index(values[i]) < max(1, len(seen) // 2)
-            assert rungs.decide(1, {f"t{i}": {"val/loss_mean": values[i]}})[f"t{i}"] is expected
+            expected = sorted(seen).index(values[i]) < 3
+            goes_on = rungs.decide(1, {f"t{i}": {"val/loss_mean": values[i]}})[f"t{i}"]
+            assert goes_on is expected
+            if f"t{i}" in best3:
+                assert goes_on
+                asha_lost += sorted(seen).index(values[i]) >= max(1, len(seen) // 2)
+    assert asha_lost > 0
+
+
+def test_a_later_rungs_cohort_is_those_not_stopped_before() -> None:
+    rungs = _rungs(trials=9)
+    rungs.decide(1, {f"t{i}": {"val/loss_mean": 0.1 * i} for i in range(9)})  # 3 go on
+    assert rungs.cohort(3) == 3
+    assert rungs.decide(3, {"t2": {"val/loss_mean": 0.5}}) == {"t2": True}
+    assert rungs.decide(3, {"t0": {"val/loss_mean": 0.1}}) == {"t0": True}
+    assert rungs.decide(3, {"t1": {"val/loss_mean": 0.9}}) == {"t1": False}  # cut of 1 full
 
 
 def test_a_decision_once_made_is_kept_when_asked_again() -> None:
@@ -118,10 +137,10 @@ def test_a_decision_once_made_is_kept_when_asked_again() -> None:
 
 
 def test_the_records_survive_a_round_trip_through_json() -> None:
-    rungs = _rungs()
+    rungs = _rungs(trials=6)
     rungs.decide(1, {f"t{i}": {"val/loss_mean": 0.1 * i} for i in range(6)})
     rungs.decide(3, {"t0": {}})  # a missing metric: an infinite score
-    again = _rungs()
+    again = _rungs(trials=6)
     again.load_json(json.loads(json.dumps(rungs.to_json())))
     assert again.standings == rungs.standings
     assert again.decisions == rungs.decisions

@@ -9,7 +9,7 @@ from dualtune.worker.rung_board import RUNGS_FILE, RungBoard, _Board
 
 
 def rungs() -> Rungs:
-    return Rungs.of(EarlyStopping(grace_epochs=1), Selection(), epochs=9)
+    return Rungs.of(EarlyStopping(grace_epochs=1), Selection(), epochs=9, trials=6)
 
 
 def test_a_board_started_again_takes_back_its_records(tmp_path: Path) -> None:

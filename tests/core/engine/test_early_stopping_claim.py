@@ -31,7 +31,7 @@ def test_early_stopping_keeps_the_best_feasible_trial_with_at_most_half_the_epoc
     assert spec.early_stopping is not None
     trials = spec.trials()
     assert len(trials) == 27
-    rungs = Rungs.of(spec.early_stopping, spec.selection, spec.train.epochs)
+    rungs = Rungs.of(spec.early_stopping, spec.selection, spec.train.epochs, len(trials))
     assert rungs.rungs == (3, 9)
 
     def board(report: UnitEvalReport) -> set[str]:
