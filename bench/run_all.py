@@ -5,6 +5,7 @@
                                             # P5, fairness, P4)
     python -m bench.run_all --only p6,p3,p1 # just these (p1 = p1p2)
     python -m bench.run_all --only fairness # dualtune against Fairlearn
+    python -m bench.run_all --only early_stopping  # against every trial to the end, Ray ASHA
     python -m bench.run_all --skip p4       # all but these
     python -m bench.run_all --render-only   # re-render from docs/benchmarks/results.json
 
@@ -23,12 +24,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import fairness, figures, machine
+from bench import early_stopping, fairness, figures, machine
 
 OUT = Path("docs/benchmarks.md")
 FIGURES = Path("docs/benchmarks")
 RESULTS = FIGURES / "results.json"
-PARTS = ("p1p2", "scaling", "memory", "p5", "p3", "p6", "fairness", "p4")
+PARTS = ("p1p2", "scaling", "memory", "p5", "p3", "p6", "fairness", "early_stopping", "p4")
 ALIASES = {"p1": "p1p2", "p2": "p1p2"}
 RESULT_KEYS = {
     "p1p2": ("p1p2",),
@@ -38,6 +39,7 @@ RESULT_KEYS = {
     "p3": ("p3",),
     "p6": ("p6",),
     "fairness": ("fairness",),
+    "early_stopping": ("early_stopping",),
 }
 """The keys of ``results.json`` each part writes (P4 writes its section's text)."""
 P4_HEADING = "## P4:"
@@ -551,6 +553,8 @@ def render(results: dict[str, Any], p4_text: str) -> str:
         text += _p5(results["p5"])
     if "fairness" in results:
         text += fairness.render(results["fairness"])
+    if "early_stopping" in results:
+        text += early_stopping.render(results["early_stopping"])
     return "\n".join(text) + "\n" + p4_text
 
 
@@ -618,6 +622,8 @@ def main(argv: list[str] | None = None) -> None:
         results["p6"] = sweep_overhead.main([])
     if "fairness" in run:
         results["fairness"] = fairness.main([])
+    if "early_stopping" in run:
+        results["early_stopping"] = early_stopping.main([])
     if "p4" in run:
         load = service_load.main([])
         p4_text = "\n".join(service_load.render(load)) + "\n"
