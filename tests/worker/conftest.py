@@ -9,6 +9,7 @@ import ray
 import torch
 
 from dualtune.core.spec import SweepSpec
+from dualtune.worker.events import TrialEvent
 from tests.worker.served import served  # noqa: F401  (a real service for the driver's tests)
 
 
@@ -27,6 +28,19 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class Recorder:
+    """An event sink that keeps every trial event it is given, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[TrialEvent] = []
+
+    def emit(self, event: TrialEvent) -> None:
+        self.events.append(event)
+
+    def tracking(self, experiment_id: str | None, parent_run_id: str | None) -> None:
+        del experiment_id, parent_run_id
 
 
 def checkpoint_numbers(storage: Path) -> list[int]:

@@ -12,23 +12,11 @@ from mlflow.tracking import MlflowClient
 
 from dualtune.core.spec.metric_names import BEST_FEASIBLE_EPOCH, EPOCHS_RUN
 from dualtune.worker.driver import run_sweep
-from dualtune.worker.events import TrialEvent
 from dualtune.worker.rung_board import RUNGS_FILE
 
-from .conftest import small_spec
+from .conftest import Recorder, small_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[TrialEvent] = []
-
-    def emit(self, event: TrialEvent) -> None:
-        self.events.append(event)
-
-    def tracking(self, experiment_id: str | None, parent_run_id: str | None) -> None:
-        del experiment_id, parent_run_id
 
 
 def test_a_sweep_that_stops_early_ends_its_stopped_trials_everywhere(

@@ -11,22 +11,10 @@ from dualtune import core
 from dualtune.core.engine.fit import fit_unit
 from dualtune.worker.crash_points import AFTER_LOG, CRASH_ENV
 from dualtune.worker.driver import run_sweep
-from dualtune.worker.events import TrialEvent
 
-from .conftest import checkpoint_numbers, small_spec
+from .conftest import Recorder, checkpoint_numbers, small_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[TrialEvent] = []
-
-    def emit(self, event: TrialEvent) -> None:
-        self.events.append(event)
-
-    def tracking(self, experiment_id: str | None, parent_run_id: str | None) -> None:
-        del experiment_id, parent_run_id
 
 
 def test_each_member_of_a_pack_is_its_own_trial_and_a_diverging_one_ends_alone(

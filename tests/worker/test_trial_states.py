@@ -12,21 +12,10 @@ from dualtune.core.spec import TrialConfig
 from dualtune.core.states import TrialState
 from dualtune.worker.callbacks import TrialEvents
 from dualtune.worker.driver import _outcome
-from dualtune.worker.events import TrialEvent, register_sink
+from dualtune.worker.events import register_sink
 from dualtune.worker.outcomes import MemberOutcome, encode
 
-from .conftest import small_spec
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[TrialEvent] = []
-
-    def emit(self, event: TrialEvent) -> None:
-        self.events.append(event)
-
-    def tracking(self, experiment_id: str | None, parent_run_id: str | None) -> None:
-        del experiment_id, parent_run_id
+from .conftest import Recorder, small_spec
 
 
 def _callback(sweep_id: str) -> Recorder:
