@@ -38,13 +38,21 @@ def _bindable(port: int) -> bool:
     return True
 
 
+_HANDED_OUT: set[int] = set()
+"""Ports this process has handed out: a port chosen for a server that has not bound it yet
+is still free, so without this two picks in a row could return it twice (seen in CI: a Ray
+head given the same port for its runtime-env agent and its metrics export)."""
+
+
 def free_port() -> int:
-    """A TCP port free on every address now and outside the ephemeral range."""
+    """A TCP port free on every address now, outside the ephemeral range, and not handed
+    out by this process before."""
     low, high = ephemeral_range()
     start, end = (LOWEST, low) if low - LOWEST >= 1_000 else (high + 1, 65_536)
     for _ in range(500):
         port = random.randrange(start, end)
-        if _bindable(port):
+        if port not in _HANDED_OUT and _bindable(port):
+            _HANDED_OUT.add(port)
             return port
     with socket.socket() as s:  # nothing free out there: the kernel's choice
         s.bind(("127.0.0.1", 0))
