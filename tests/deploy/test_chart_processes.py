@@ -54,6 +54,9 @@ from tests.deploy.chart import NAMESPACE, Rendered, render
 from tests.deploy.pods import IMAGE_ENV, Cluster, Pod, bridge, container_env, expand, host_paths
 
 pytestmark = [
+    # Root and network namespaces, as the multi-node test: run by .ci/run's cluster step, not
+    # by `make test` (it adds one to three minutes to the serial Ray group).
+    pytest.mark.cluster,
     pytest.mark.slow,
     pytest.mark.ray,
     pytest.mark.postgres,
