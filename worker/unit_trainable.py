@@ -15,6 +15,11 @@ that dies in between resumes from the last checkpoint, buffers its unsent metric
 (``restore_unsent``), trains the evaluations since then again and logs them again; the
 logger's watermark drops an epoch MLflow already holds, so every epoch is logged once.
 
+With ``early_stopping``, at each rung the unit asks the sweep's rung board
+(``worker.rung_board``) about its members there; a member it stops ends ``stopped`` at that
+evaluation (its tables, final artifacts and best feasible evaluation logged, its run ended on
+the closer thread) and the others train on.
+
 Figures (``logging.plots``): ``all`` draws each member's at its end; ``best`` leaves them to
 the driver, which draws the best trials' from the final arrays of the last checkpoint;
 ``none`` draws none.
