@@ -34,6 +34,15 @@ def make_launcher(settings: Settings) -> Launcher:
             raise ValueError(
                 "DUALTUNE_LAUNCHER=ray needs DUALTUNE_RAY_ADDRESS (the Jobs API, http://HEAD:8265)"
             )
+        if not settings.mlflow_tracking_uri:
+            # The default store is a file in this service's data dir, which a driver on a Ray
+            # node would not see: it would log to a store of its own and the sweep would
+            # "succeed" with its runs where nobody looks (found by the chart-as-processes test).
+            raise ValueError(
+                "DUALTUNE_LAUNCHER=ray needs DUALTUNE_MLFLOW_TRACKING_URI (a tracking server "
+                "or database every Ray node reaches, e.g. http://mlflow:5000): the default, "
+                "a SQLite file in DUALTUNE_DATA_DIR, is this machine's alone"
+            )
         return RayJobsLauncher(settings.ray_address, token=settings.ray_auth_token)
     if settings.launcher == "fake":
         return FakeLauncher()

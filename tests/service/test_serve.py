@@ -123,3 +123,21 @@ def test_invalid_settings_name_their_variable(monkeypatch: pytest.MonkeyPatch) -
     assert "invalid settings: DUALTUNE_LAUNCHER: Input should be 'local', 'ray' or" in (
         refused.output
     )
+
+
+def test_the_ray_launcher_without_a_tracking_uri_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Drivers on Ray nodes cannot see the default MLflow store (a file in the service's data
+    dir): they would log to stores of their own while the sweeps succeed."""
+    monkeypatch.setenv("DUALTUNE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DUALTUNE_LAUNCHER", "ray")
+    monkeypatch.setenv("DUALTUNE_RAY_ADDRESS", "http://127.0.0.1:8265")
+    monkeypatch.delenv("DUALTUNE_MLFLOW_TRACKING_URI", raising=False)
+    assert CliRunner().invoke(cli, ["db", "upgrade"]).exit_code == 0
+
+    refused = CliRunner().invoke(cli, ["serve"])
+
+    assert refused.exit_code == 1
+    assert "DUALTUNE_LAUNCHER=ray needs DUALTUNE_MLFLOW_TRACKING_URI" in refused.output
+    assert "Traceback" not in refused.output
