@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ray.job_submission import JobSubmissionClient
 
 from tests.cluster.netns import (
     DASHBOARD_PORT,
@@ -22,20 +20,7 @@ from tests.cluster.netns import (
     skip_unless_possible,
     wait_for_nodes,
 )
-
-
-def _wait_for_job_agent(address: str, token: str) -> None:
-    """A new head answers before its job agent is up ("No available agent to submit job")."""
-    jobs = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            jobs.submit_job(entrypoint="true")
-            return
-        except RuntimeError as exc:
-            if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(1)
+from tests.ray_jobs import wait_for_job_agent
 
 
 @pytest.fixture
@@ -68,5 +53,5 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         found = Cluster(net, head, workers, token, tmp_path / "shared")
         found.shared.mkdir()
         wait_for_nodes(found.dashboard, token, {head.ip, *(w.ip for w in workers)})
-        _wait_for_job_agent(found.dashboard, token)
+        wait_for_job_agent(found.dashboard, token)
         yield found

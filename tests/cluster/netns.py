@@ -174,11 +174,14 @@ def _remove_leftovers(net: Network) -> None:
 
 
 @contextlib.contextmanager
-def network() -> Iterator[Network]:
-    """A bridge of this test's own (names and subnet from the pid: two runs side by side do
-    not meet), removed with every namespace on it at the end, however the test ends."""
+def network(letters: str = "dt", octet: int = 77) -> Iterator[Network]:
+    """A bridge of this test's own (names ``{letters}NNNN`` and subnet 10.{octet}.N from the
+    pid: two runs side by side do not meet; tests of their own pass their own ``letters`` and
+    ``octet``), removed with every namespace on it at the end, however the test ends."""
     tag = os.getpid() % 10000
-    net = Network(prefix=f"dt{tag}", subnet=f"10.77.{tag % 200 + 20}", bridge=f"dt{tag}br")
+    # Zero-padded: the leftovers of run 12 are found by prefix, and must not be run 1234's.
+    prefix = f"{letters}{tag:04d}"
+    net = Network(prefix=prefix, subnet=f"10.{octet}.{tag % 200 + 20}", bridge=f"{prefix}br")
     _remove_leftovers(net)
     try:
         _run("ip", "link", "add", net.bridge, "type", "bridge")

@@ -27,7 +27,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -340,20 +340,9 @@ class Cluster:
                 process.wait(timeout=10)
 
 
-@contextlib.contextmanager
-def bridge() -> Iterator[Network]:
+def bridge() -> contextlib.AbstractContextManager[Network]:
     """A bridge and subnet of this test's own (``dc`` names, 10.78.N: not the multi-node
     test's ``dt``/10.77.N), removed with every namespace on it however the test ends."""
-    from tests.cluster.netns import _remove_leftovers, _run
+    from tests.cluster.netns import network
 
-    tag = os.getpid() % 10000
-    # Zero-padded: the leftovers of run 12 are found by prefix, and must not be run 1234's.
-    net = Network(prefix=f"dc{tag:04d}", subnet=f"10.78.{tag % 200 + 20}", bridge=f"dc{tag:04d}br")
-    _remove_leftovers(net)
-    try:
-        _run("ip", "link", "add", net.bridge, "type", "bridge")
-        _run("ip", "addr", "add", f"{net.gateway}/24", "dev", net.bridge)
-        _run("ip", "link", "set", net.bridge, "up")
-        yield net
-    finally:
-        net.teardown()
+    return network("dc", 78)

@@ -46,12 +46,12 @@ from typing import Any
 
 import httpx
 import pytest
-from ray.job_submission import JobSubmissionClient
 
 from dualtune.worker.tracking import NODE_TAG
 from tests.cluster.netns import REQUIRE_ENV, unavailable_reason, wait_for_nodes
 from tests.deploy.chart import NAMESPACE, Rendered, render
 from tests.deploy.pods import IMAGE_ENV, Cluster, Pod, bridge, container_env, expand, host_paths
+from tests.ray_jobs import wait_for_job_agent
 
 pytestmark = [
     # Root and network namespaces, as the multi-node test: run by .ci/run's cluster step, not
@@ -247,20 +247,6 @@ def _ray(cluster: Cluster, head: Pod, worker: Pod) -> tuple[str, str]:
     return dashboard, token
 
 
-def _wait_for_job_agent(address: str, token: str) -> None:
-    """A new head answers before its job agent is up ("No available agent to submit job")."""
-    jobs = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            jobs.submit_job(entrypoint="true")
-            return
-        except RuntimeError as exc:
-            if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(1)
-
-
 def test_a_sweep_runs_to_the_end_through_the_rendered_wiring(cluster: Cluster) -> None:
     started = time.monotonic()
     pods = _pods(cluster)
@@ -269,7 +255,7 @@ def test_a_sweep_runs_to_the_end_through_the_rendered_wiring(cluster: Cluster) -
     _postgres(cluster, pods["postgresql"])
     _serve(cluster, pods["mlflow"], "mlflow")
     wait_for_nodes(dashboard, ray_token, {pods["head"].ip, pods["cpu"].ip})
-    _wait_for_job_agent(dashboard, ray_token)
+    wait_for_job_agent(dashboard, ray_token)
     # DUALTUNE_DRIVER_DATA_DIR is a path on the Ray pods (the drivers'), not the API's own:
     # their shared volume's mounts map it.
     (head_container,) = pods["head"].spec["containers"]

@@ -29,6 +29,7 @@ from dualtune.service.launchers import DriverState, LaunchRequest, RayJobsLaunch
 from dualtune.service.launchers.ray_jobs import default_ray_token as default_token
 from dualtune.service.settings import Settings
 from tests.ports import free_port
+from tests.ray_jobs import wait_for_job_agent
 from tests.service.stack import ThreadedServer, final, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
@@ -72,7 +73,7 @@ def jobs_api() -> Iterator[str]:
     )
     address = f"http://127.0.0.1:{dashboard}"
     try:
-        _wait_for_job_agent(address)
+        wait_for_job_agent(address, default_token())
         yield address
     finally:  # also when the head never took a job: leave nothing running
         head = [
@@ -87,23 +88,6 @@ def jobs_api() -> Iterator[str]:
                 p.kill()
         psutil.wait_procs(head, timeout=30)
         shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _wait_for_job_agent(address: str) -> None:
-    """A new head answers before its job agent is up ("No available agent to submit job"):
-    wait until a trivial job is accepted, as the reconciler would by backing off."""
-    from ray.job_submission import JobSubmissionClient
-
-    jobs = JobSubmissionClient(address, headers={"Authorization": f"Bearer {default_token()}"})
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            jobs.submit_job(entrypoint="true")
-            return
-        except RuntimeError as exc:
-            if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(1)
 
 
 def _request(launch: int = 1) -> LaunchRequest:
