@@ -83,7 +83,12 @@ def constraint_epsilon(config: TrialConfig, kind: ConstraintKind) -> float:
     return float(config.value("epsilon")) if kind.uses_epsilon else 0.0
 
 
-def build_method(config: TrialConfig, kind: ConstraintKind) -> Method:
+def build_method(
+    config: TrialConfig, kind: ConstraintKind, *, n_train: int | None = None
+) -> Method:
+    """The trial's method. ``n_train``: the training split's size; where a batch is smaller
+    and the kind's values are batch estimates (``ConstraintKind.batch_estimates``), ALM's
+    and SAL's penalty slopes are read from a running estimate (``DefectEstimate``)."""
     name = config.method
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}")
@@ -102,7 +107,14 @@ def build_method(config: TrialConfig, kind: ConstraintKind) -> Method:
     # ALM and SAL: a penalty ρ and its per-constraint schedule.
     scheduled = {key: float(v(key)) for key in ("rho", "rho_growth", "rho_max")}
     cls = ALM if name == "alm" else SAL
-    return cls(**scheduled, size=kind.num_constraints(), epsilon=eps, equality=eq)
+    estimates = kind.batch_estimates and n_train is not None and config.train.batch_size < n_train
+    return cls(
+        **scheduled,
+        size=kind.num_constraints(),
+        epsilon=eps,
+        equality=eq,
+        batch_estimates=estimates,
+    )
 
 
 def build_dual_optimizer(

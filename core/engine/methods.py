@@ -25,7 +25,7 @@ from torch import Tensor
 
 from dualtune.core.engine.observation import Observation
 from dualtune.core.engine.operands import operand, zero
-from dualtune.core.engine.penalties import PenaltySchedule
+from dualtune.core.engine.penalties import DefectEstimate, PenaltySchedule
 
 
 class PrimalTerms(NamedTuple):
@@ -275,22 +275,52 @@ def augmented_terms_and_weights(
 
 
 class _Scheduled(Method):
-    """A method with per-constraint penalties ρ_j (``core.engine.penalties``)."""
+    """A method with per-constraint penalties ρ_j (``core.engine.penalties``) and, for
+    constraints observed as minibatch estimates, the running defect estimate its penalty's
+    slope is read from (``DefectEstimate``; ``None`` otherwise)."""
 
     schedule: PenaltySchedule
+    estimate: DefectEstimate | None
+
+    def _augmented(
+        self, defect: Tensor, lam: Tensor, rho: float | Tensor, index: Tensor | None
+    ) -> Tensor:
+        """Σ_j ψ(d_j, λ_j, ρ_j) (``augmented_terms``). With an estimate, its value is the
+        same but its gradient is [λ + ρ·d̄]₊·∇d, d̄ the defect estimated on the earlier
+        batches (``DefectEstimate``: the batch's own d in the slope would bias it)."""
+        terms = augmented_terms(defect, lam, rho, equality=self.equality)
+        if self.estimate is None:
+            return terms
+        estimate = self.estimate.coefficient(index, defect)
+        slope = lam.to(defect.dtype) + estimate * rho
+        if not self.equality:
+            slope = slope.clamp_min(0.0)
+        linear = (slope.detach() * defect).sum(-1)
+        return linear + (terms - linear).detach()
 
     def state_dict(self) -> dict[str, Any]:
-        return self.schedule.state_dict()
+        state = self.schedule.state_dict()
+        if self.estimate is not None:
+            state |= self.estimate.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.schedule.load_state_dict(state)
+        if self.estimate is not None:
+            self.estimate.load_state_dict(state)
 
     def member_state_dict(self, member: int) -> dict[str, Any]:
-        return self.schedule.member_state_dict(member)
+        state = self.schedule.member_state_dict(member)
+        if self.estimate is not None:
+            state |= self.estimate.member_state_dict(member)
+        return state
 
     def load_member_state_dicts(self, states: Sequence[dict[str, Any]]) -> None:
         self.schedule = copy.copy(self.schedule)  # a pack's own, not its first member's
         self.schedule.load_member_state_dicts(states)
+        if self.estimate is not None:
+            self.estimate = copy.copy(self.estimate)
+            self.estimate.load_member_state_dicts(states)
 
 
 class ALM(_Scheduled):
@@ -302,7 +332,9 @@ class ALM(_Scheduled):
     ``rho_max``) whenever its violation is above its running average (``PenaltySchedule``:
     the penalty rises where the constraint does not decrease, as Nocedal & Wright's
     Alg. 17.4 and Cooper's multiplicative penalty updater); the multiplier step uses ρ_j
-    before the growth. ``rho_growth`` = 1 (the default) keeps ρ fixed: ALM-GDA.
+    before the growth. ``rho_growth`` = 1 (the default) keeps ρ fixed: ALM-GDA. With
+    ``batch_estimates`` (minibatch estimates of population constraints) the penalty's slope
+    is read from the earlier batches' defect estimate (``_Scheduled._augmented``).
     """
 
     name = "alm"
@@ -317,6 +349,7 @@ class ALM(_Scheduled):
         size: int = 1,
         epsilon: float = 0.0,
         equality: bool = False,
+        batch_estimates: bool = False,
     ) -> None:
         super().__init__(epsilon=epsilon, equality=equality)
         if not (rho >= 0 and math.isfinite(rho)):
@@ -333,6 +366,7 @@ class ALM(_Scheduled):
         self.rho_max: float | Tensor = float(rho_max if rho_growth > 1 else max(rho_max, rho))
         self.schedule = PenaltySchedule(rho, size)
         """Per-constraint ρ_j; read only while ``scheduled`` (it stays at ρ otherwise)."""
+        self.estimate = DefectEstimate(size) if batch_estimates else None
 
     @property
     def scheduled(self) -> bool:
@@ -351,11 +385,13 @@ class ALM(_Scheduled):
         assert lam is not None
         defect = self.defect(obs.constraint.values)
         rho = self._rho(obs.constraint.index, defect)
-        return obs.objective + augmented_terms(defect, lam, rho, equality=self.equality)
+        return obs.objective + self._augmented(defect, lam, rho, obs.constraint.index)
 
     def primal_terms(self, objective: Tensor, defect: Tensor, lam: Tensor) -> PrimalTerms | None:
-        if isinstance(self.rho, Tensor) or self.scheduled:
-            return None  # a pack's (K, 1) ρ or per-constraint ρ_j: differentiate primal_loss
+        if isinstance(self.rho, Tensor) or self.scheduled or self.estimate is not None:
+            # a pack's (K, 1) ρ, per-constraint ρ_j or an estimated slope: differentiate
+            # primal_loss
+            return None
         terms, weights = augmented_terms_and_weights(defect, lam, self.rho, equality=self.equality)
         return PrimalTerms(plus_objective(objective, terms), weights)
 
@@ -403,6 +439,7 @@ class SAL(_Scheduled):
         size: int = 1,
         epsilon: float = 0.0,
         equality: bool = False,
+        batch_estimates: bool = False,
     ) -> None:
         super().__init__(epsilon=epsilon, equality=equality)
         if not (rho > 0 and math.isfinite(rho)):
@@ -414,6 +451,7 @@ class SAL(_Scheduled):
         self.rho_growth: float | Tensor = float(rho_growth)
         self.rho_max: float | Tensor = float(rho_max)
         self.schedule = PenaltySchedule(rho, size)
+        self.estimate = DefectEstimate(size) if batch_estimates else None
 
     @property
     def rho(self) -> Tensor:
@@ -424,7 +462,7 @@ class SAL(_Scheduled):
         assert lam is not None
         defect = self.defect(obs.constraint.values)
         rho = self.schedule.read(obs.constraint.index, defect)
-        return obs.objective + augmented_terms(defect, lam, rho, equality=self.equality)
+        return obs.objective + self._augmented(defect, lam, rho, obs.constraint.index)
 
     def dual_error(
         self, defect: Tensor, lam: Tensor, index: Tensor | None = None

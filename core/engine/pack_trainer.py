@@ -155,7 +155,9 @@ class PackTrainer:
         size = self.kind.num_constraints()
         shared = members[0]
         self.method = stack_methods(
-            [build_method(c, self.kind) for c in members], dtype=self.dtype, device=self.device
+            [build_method(c, self.kind, n_train=len(self.data.train.y)) for c in members],
+            dtype=self.dtype,
+            device=self.device,
         )
         self.multipliers = Multipliers(
             size,

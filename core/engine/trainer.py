@@ -77,7 +77,7 @@ class Trainer:
         """The constraint values of a batch are its losses: computed once per step."""
         self.per_sample_kind = CONSTRAINT_KINDS[config.constraint.kind].per_sample
         self.epsilon = constraint_epsilon(config, self.kind)
-        self.method = build_method(config, self.kind)
+        self.method = build_method(config, self.kind, n_train=len(self.data.train.y))
         dtype = next(self.model.parameters()).dtype
         size = self.kind.num_constraints()
         self.multipliers = Multipliers(

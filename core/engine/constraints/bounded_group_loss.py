@@ -22,6 +22,8 @@ from dualtune.core.tasks.base import Split, Task
 class BoundedGroupLoss(ConstraintKind):
     """Each group's mean per-sample loss ≤ ε."""
 
+    batch_estimates = True
+
     def __init__(self, attribute: str, num_groups: int) -> None:
         self.attribute = attribute
         self.group_attribute = attribute

@@ -97,6 +97,8 @@ class GroupRate(ConstraintKind):
     """Rate parity across the groups of an attribute: r_g − r = 0 or |r_g − r| ≤ ε for each
     rate in ``rates`` and each group g (see the module docstring)."""
 
+    batch_estimates = True
+
     def __init__(
         self,
         attribute: str,

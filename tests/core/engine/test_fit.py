@@ -97,6 +97,13 @@ def _snapshot(state: dict[str, Any]) -> dict[str, Any]:
             {"optimizer": {"name": "nupi"}},
         ),
         ("alm", {"epsilon": 0.2, "rho": 0.5, "dual_lr": 0.1}, None, None),
+        # minibatch estimates of group rates: the penalty slope's running estimate resumes
+        (
+            "alm",
+            {"epsilon": 0.02, "rho": 2.0, "dual_lr": 0.1},
+            {"kind": "equalized_odds", "attribute": "side"},
+            None,
+        ),
         (
             "sal",
             {"epsilon": 2.0, "rho": 0.5, "rho_growth": 1.5, "rho_max": 5.0},
