@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 BOUNDS = (0.005, 0.01, 0.02, 0.05)
-MLP_BOUNDS = (0.01, 0.05)
+MLP_BOUNDS = (0.01, 0.02, 0.05)
 EG_BOUNDS = (0.0025, 0.005, 0.01, 0.02, 0.025, 0.05)
 """EG's ``difference_bound`` values: the bounds and half of some (|r_g − r| ≤ b allows a
 max − min gap up to 2b), so that EG too has runs aimed below each bound."""

@@ -116,8 +116,9 @@ class DefectEstimate:
     [λ + ρ·d]₊·∇d (up to the estimate's lag). A constraint's first observation has no
     history and uses its own value.
 
-    ``mean`` and ``seen`` are (m,) for one trial, (K, m) for a pack; updated at the
-    observed entries only, with β = ``SMOOTHING``.
+    ``defect_mean`` and ``defect_seen`` are (m,) for one trial, (K, m) for a pack; updated
+    at the observed entries only, with β = ``SMOOTHING``, at every evaluation of the primal
+    loss (twice per step under ``extragradient``, once under the other schemes).
     """
 
     state_keys = ("defect_mean", "defect_seen")
