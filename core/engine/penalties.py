@@ -109,7 +109,7 @@ class DefectEstimate:
     so descending on it also shrinks the estimate's variance across batches, which a model
     can do by moving the scores of a small group's samples together, whatever that does to
     the rate itself (measured on Adult's equalized odds with an MLP at batch 256, ~9 women
-    among a batch's positives: at ρ = 10 the train eo_gap ended at 0.10–0.17, above the
+    among a batch's positives: at ρ = 10 the train eo_gap ended at 0.10–0.20, above the
     unconstrained model's 0.08, even with the dual step nearly off). With the slope
     [λ + ρ·d̄]₊ taken from the estimate of the *earlier* batches, independent of this one,
     the penalty's gradient is ∇d_B times a coefficient uncorrelated with it: unbiased for

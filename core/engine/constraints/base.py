@@ -60,13 +60,13 @@ class ConstraintKind(ABC):
     equality: bool = False
     """Constraints h = ε (multipliers unprojected) rather than g ≤ ε."""
     uses_epsilon: bool = True
+    """The methods compare g with the trial's ε; false: with 0 (a fixed target, or ε folded
+    into g)."""
     batch_estimates: bool = False
     """Each constraint's value on a batch is that batch's estimate of a population quantity
     (a group's rate, a group's mean loss) rather than a quantity of its own samples (a
     sample's loss): ALM's and SAL's penalty slopes then come from a running estimate
     (``core.engine.penalties.DefectEstimate``) when batches are smaller than the split."""
-    """The methods compare g with the trial's ε; false: with 0 (a fixed target, or ε folded
-    into g)."""
     group_attribute: str | None = None
     """The group attribute the kind constrains: the §3.4 group metrics (``dp_gap``,
     ``eo_gap``, …) are reported for it, else for the task's first attribute. The engine
