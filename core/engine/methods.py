@@ -288,15 +288,15 @@ class _Scheduled(Method):
         """Σ_j ψ(d_j, λ_j, ρ_j) (``augmented_terms``). With an estimate, its value is the
         same but its gradient is [λ + ρ·d̄]₊·∇d, d̄ the defect estimated on the earlier
         batches (``DefectEstimate``: the batch's own d in the slope would bias it)."""
-        terms = augmented_terms(defect, lam, rho, equality=self.equality)
         if self.estimate is None:
-            return terms
-        estimate = self.estimate.coefficient(index, defect)
-        slope = lam.to(defect.dtype) + estimate * rho
-        if not self.equality:
-            slope = slope.clamp_min(0.0)
-        linear = (slope.detach() * defect).sum(-1)
-        return linear + (terms - linear).detach()
+            return augmented_terms(defect, lam, rho, equality=self.equality)
+        with torch.no_grad():  # only the value: the gradient is the linear term's
+            terms = augmented_terms(defect, lam, rho, equality=self.equality)
+            slope = lam.to(defect.dtype) + self.estimate.coefficient(index, defect) * rho
+            if not self.equality:
+                slope = slope.clamp_min(0.0)
+        linear = (slope * defect).sum(-1)
+        return linear + (terms - linear.detach())
 
     def state_dict(self) -> dict[str, Any]:
         state = self.schedule.state_dict()

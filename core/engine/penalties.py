@@ -39,7 +39,30 @@ def _write(state: Tensor, index: Tensor | None, values: Tensor) -> None:
         state.index_copy_(-1, index, values)
 
 
-class PenaltySchedule:
+class _PerConstraint:
+    """Tensors of one value per constraint (``state_keys``): (m,) for one trial, (K, m) for
+    a pack, kept on the training device; a member's state is its row."""
+
+    state_keys: tuple[str, ...] = ()
+
+    def _to(self, device: torch.device) -> None:
+        for key in self.state_keys:
+            value = getattr(self, key)
+            if value.device != device:
+                setattr(self, key, value.to(device))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k).clone() for k in self.state_keys}
+
+    def member_state_dict(self, member: int) -> dict[str, Any]:
+        return {k: getattr(self, k)[member].clone() for k in self.state_keys}
+
+    def _stack_members(self, states: Sequence[dict[str, Any]]) -> None:
+        for key in self.state_keys:
+            setattr(self, key, torch.stack([s[key] for s in states]).to(getattr(self, key)))
+
+
+class PenaltySchedule(_PerConstraint):
     """ρ_j for m constraints, starting at ``rho``."""
 
     state_keys = ("rho", "smoothed", "seen")
@@ -48,12 +71,6 @@ class PenaltySchedule:
         self.rho = torch.full((size,), float(rho), dtype=torch.float64)
         self.smoothed = torch.zeros(size, dtype=torch.float64)
         self.seen = torch.zeros(size, dtype=torch.bool)
-
-    def _to(self, device: torch.device) -> None:
-        if self.rho.device != device:
-            self.rho, self.smoothed, self.seen = (
-                t.to(device) for t in (self.rho, self.smoothed, self.seen)
-            )
 
     def read(self, index: Tensor | None, like: Tensor) -> Tensor:
         """ρ of the observed constraints, in ``like``'s dtype and device."""
@@ -78,9 +95,6 @@ class PenaltySchedule:
         return accept
 
     # -- state
-    def state_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k).clone() for k in self.state_keys}
-
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key in self.state_keys:
             value, current = state[key], getattr(self, key)
@@ -91,16 +105,11 @@ class PenaltySchedule:
                 )
             setattr(self, key, value.clone().to(current.dtype))
 
-    # -- packs: the state is per constraint, so a member's state is its row
-    def member_state_dict(self, member: int) -> dict[str, Any]:
-        return {k: getattr(self, k)[member].clone() for k in self.state_keys}
-
     def load_member_state_dicts(self, states: Sequence[dict[str, Any]]) -> None:
-        for key in self.state_keys:
-            setattr(self, key, torch.stack([s[key] for s in states]).to(getattr(self, key)))
+        self._stack_members(states)
 
 
-class DefectEstimate:
+class DefectEstimate(_PerConstraint):
     """A running estimate d̄_j of each constraint's defect g_j − ε, for the penalty of
     constraints whose values are minibatch estimates of population quantities (a group's
     rate, a group's mean loss: ``ConstraintKind.batch_estimates``).
@@ -130,9 +139,7 @@ class DefectEstimate:
     def coefficient(self, index: Tensor | None, defect: Tensor) -> Tensor:
         """The estimate before this batch at ``index`` (the batch's own ``defect`` where a
         constraint has none yet), in ``defect``'s dtype; then records ``defect``."""
-        if self.defect_mean.device != defect.device:
-            self.defect_mean = self.defect_mean.to(defect.device)
-            self.defect_seen = self.defect_seen.to(defect.device)
+        self._to(defect.device)
         d = defect.detach().to(self.defect_mean.dtype)
         seen = _read(self.defect_seen, index)
         before = torch.where(seen, _read(self.defect_mean, index), d)
@@ -141,9 +148,6 @@ class DefectEstimate:
         return before.to(defect.dtype)
 
     # -- state
-    def state_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k).clone() for k in self.state_keys}
-
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Loads the estimate; a state saved before it existed leaves it empty (each
         constraint's next observation starts it)."""
@@ -154,13 +158,9 @@ class DefectEstimate:
         for key in self.state_keys:
             setattr(self, key, state[key].clone().to(getattr(self, key).dtype))
 
-    def member_state_dict(self, member: int) -> dict[str, Any]:
-        return {k: getattr(self, k)[member].clone() for k in self.state_keys}
-
     def load_member_state_dicts(self, states: Sequence[dict[str, Any]]) -> None:
         if all(key in s for s in states for key in self.state_keys):
-            for key in self.state_keys:
-                setattr(self, key, torch.stack([s[key] for s in states]).to(getattr(self, key)))
+            self._stack_members(states)
         else:
             size = self.defect_mean.shape[-1]
             self.defect_mean = torch.zeros(len(states), size, dtype=torch.float64)
