@@ -318,3 +318,32 @@ def test_fairness_best_feasible_is_the_most_accurate_within_the_bound() -> None:
     assert fairness.best_feasible(rows, 0.02) == rows[1]
     assert fairness.best_feasible(rows, 0.05) == rows[0]
     assert fairness.best_feasible(rows[:2], 0.005) is None
+
+
+def test_fairness_temperature_table_pairs_the_trials_of_one_epsilon() -> None:
+    def row(eps: float, acc: float, gap: float, **extra: float | bool) -> dict[str, Any]:
+        params = {"epsilon": eps, "dual_lr": 0.1, **extra}
+        return {"method": "fl", "params": params, "val_acc": acc, "val_gap": gap, "train_gap": 0}
+
+    problem = {
+        "dataset": "adult",
+        "constraint": "dp",
+        "model": "logistic",
+        "dualtune": [
+            row(0.005, 0.83, 0.008),
+            row(0.01, 0.84, 0.016),
+            row(0.005, 0.835, 0.008, temperature=2.0),  # more accurate, same gap: yes
+            row(0.01, 0.845, 0.02, temperature=2.0),  # more accurate but a larger gap: no
+            row(0.02, 0.85, 0.03, temperature=2.0),  # no τ 8 trial at this ε: left out
+            row(0.005, 0.9, 0.0, proxy=False),  # not a proxy trial: left out
+        ],
+    }
+    table = fairness._temperature_effect([problem])
+    body = [line for line in table[2:] if line]
+    assert len(body) == 2
+    assert "| ε 0.005, dual_lr 0.1 |" in body[0]
+    assert "| ε 0.005, dual_lr 0.1, τ 2 |" in body[0]
+    assert body[0].endswith("| yes |")
+    assert "| ε 0.01, dual_lr 0.1, τ 2 |" in body[1]
+    assert body[1].endswith("| no |")
+    assert fairness._temperature_effect([{**problem, "dualtune": problem["dualtune"][:2]}]) == []
