@@ -8,7 +8,8 @@ gives the measured numbers, and ``docs/results.md`` (``make reproduce``) has the
 * S6 (statistical equality constraints): one equality constraint per group on Adult reaches a
   train dp_gap ≤ 0.01 with accuracy within 3 points of ERM, with the default surrogate and
   proxy constraints; equalized odds on Adult (eo_gap ≤ 0.02) and demographic parity over
-  COMPAS's four race groups (dp_gap ≤ 0.02) under alm.
+  COMPAS's four race groups (dp_gap ≤ 0.02) under alm, and under fl with the extragradient
+  scheme.
 * S7 (SAL): on orthogonality constraints SAL ends far less violated than a penalty weak
   enough to keep ERM's accuracy, and more accurate than a penalty strong enough to be
   feasible.
@@ -110,6 +111,27 @@ def test_demographic_parity_across_four_race_groups_on_compas() -> None:
     assert erm["train/dp_gap"] > 0.2
     assert alm["train/dp_gap"] <= 0.02
     assert alm["val/accuracy"] >= erm["val/accuracy"] - 0.03
+
+
+def test_extragradient_settles_fl_across_compas_race_groups() -> None:
+    """Plain GDA (``fl``, alternating) on these equalities cycles: at dual_lr 0.01 the train
+    dp_gap swings between 0.10 and 0.46 over 500 full-batch steps and ends at 0.32 (0.035 at
+    dual_lr 0.005). The extragradient scheme takes each step from a look-ahead point, which
+    damps the cycle: measured 0.016, flat over the last 200 steps, at val accuracy 0.676
+    (ERM 0.680)."""
+    task = {"name": "compas", "params": {"model": "logistic"}}
+    constraint = {"kind": "group_rate", "attribute": "race", "equality": True}
+    erm = final("erm", task=task, train=FULL_BATCH, constraint=constraint)
+    fl = final(
+        "fl",
+        task=task,
+        train=FULL_BATCH,
+        constraint=constraint,
+        grid={"dual_lr": 0.01},
+        dual={"scheme": "extragradient"},
+    )
+    assert fl["train/dp_gap"] <= 0.02
+    assert fl["val/accuracy"] >= erm["val/accuracy"] - 0.03
 
 
 def test_s7_sal_against_fixed_penalties_on_orthogonality() -> None:
