@@ -94,20 +94,23 @@ def test_equalized_odds_on_adult() -> None:
     assert alm["val/accuracy"] >= erm["val/accuracy"] - 0.03
 
 
+def compas_race_parity(method: str, **kwargs: Any) -> dict[str, float]:
+    """One equality constraint per race group on COMPAS (logistic, full batch)."""
+    return final(
+        method,
+        task={"name": "compas", "params": {"model": "logistic"}},
+        train=FULL_BATCH,
+        constraint={"kind": "group_rate", "attribute": "race", "equality": True},
+        **kwargs,
+    )
+
+
 def test_demographic_parity_across_four_race_groups_on_compas() -> None:
     """With ρ = 1 and dual_lr 0.1 the hard gap swings between 0.01 and 0.16 from one
     evaluation to the next (Adam moves the boundary by a fixed step while λ is small); a
     larger penalty with a smaller dual step settles it."""
-    task = {"name": "compas", "params": {"model": "logistic"}}
-    constraint = {"kind": "group_rate", "attribute": "race", "equality": True}
-    erm = final("erm", task=task, train=FULL_BATCH, constraint=constraint)
-    alm = final(
-        "alm",
-        task=task,
-        train=FULL_BATCH,
-        constraint=constraint,
-        grid={"rho": 50.0, "dual_lr": 0.01},
-    )
+    erm = compas_race_parity("erm")
+    alm = compas_race_parity("alm", grid={"rho": 50.0, "dual_lr": 0.01})
     assert erm["train/dp_gap"] > 0.2
     assert alm["train/dp_gap"] <= 0.02
     assert alm["val/accuracy"] >= erm["val/accuracy"] - 0.03
@@ -119,17 +122,8 @@ def test_extragradient_settles_fl_across_compas_race_groups() -> None:
     dual_lr 0.005). The extragradient scheme takes each step from a look-ahead point, which
     damps the cycle: measured 0.016, flat over the last 200 steps, at val accuracy 0.676
     (ERM 0.680)."""
-    task = {"name": "compas", "params": {"model": "logistic"}}
-    constraint = {"kind": "group_rate", "attribute": "race", "equality": True}
-    erm = final("erm", task=task, train=FULL_BATCH, constraint=constraint)
-    fl = final(
-        "fl",
-        task=task,
-        train=FULL_BATCH,
-        constraint=constraint,
-        grid={"dual_lr": 0.01},
-        dual={"scheme": "extragradient"},
-    )
+    erm = compas_race_parity("erm")
+    fl = compas_race_parity("fl", grid={"dual_lr": 0.01}, dual={"scheme": "extragradient"})
     assert fl["train/dp_gap"] <= 0.02
     assert fl["val/accuracy"] >= erm["val/accuracy"] - 0.03
 
